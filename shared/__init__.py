@@ -1,0 +1,1 @@
+"""Code both sides use: settings, errors, jobs, preprocessing, metrics, the broker interface."""

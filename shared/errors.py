@@ -1,0 +1,87 @@
+"""The error taxonomy: each error carries its HTTP status and a stable machine code.
+
+Bodies are always `{"error": {"code", "message", "request_id"}}`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ServeError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_s is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
+
+
+class EmptyBody(ServeError):
+    status, code = 400, "empty_body"
+
+
+class InvalidParameter(ServeError):
+    status, code = 422, "invalid_parameter"
+
+
+class UnsupportedMediaType(ServeError):
+    status, code = 415, "unsupported_media_type"
+
+
+class NotAnImage(ServeError):
+    status, code = 415, "not_an_image"
+
+
+class CorruptImage(ServeError):
+    status, code = 422, "corrupt_image"
+
+
+class PayloadTooLarge(ServeError):
+    status, code = 413, "payload_too_large"
+
+
+class TooManyPixels(ServeError):
+    status, code = 413, "too_many_pixels"
+
+
+class TooManyFiles(ServeError):
+    status, code = 413, "too_many_files"
+
+
+class UnknownModel(ServeError):
+    status, code = 404, "unknown_model"
+
+
+class NotFound(ServeError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(ServeError):
+    status, code = 405, "method_not_allowed"
+
+
+class QueueFull(ServeError):
+    status, code = 503, "queue_full"
+
+
+class NotReady(ServeError):
+    status, code = 503, "not_ready"
+
+
+class DeadlineExceeded(ServeError):
+    status, code = 504, "deadline_exceeded"
+
+
+class InferenceFailed(ServeError):
+    status, code = 500, "inference_failed"
+
+
+def error_body(code: str, message: str, request_id: str | None) -> dict[str, object]:
+    return {"error": {"code": code, "message": message, "request_id": request_id}}

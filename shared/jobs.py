@@ -1,0 +1,57 @@
+"""What travels from the gateway to a worker and back."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Job:
+    """One preprocessed image waiting for inference.
+
+    `deadline` is absolute wall-clock time (`time.time()`), so it means the same thing
+    in every process the job passes through.
+    """
+
+    request_id: str
+    model: str
+    image: np.ndarray  # uint8, H x W x 3
+    top_k: int
+    deadline: float
+    enqueued_at: float = field(default_factory=time.time)
+
+    def expired(self, now: float | None = None) -> bool:
+        return (now if now is not None else time.time()) >= self.deadline
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    index: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    model: str
+    version: str
+    predictions: list[Prediction]
+    queue_ms: float
+    inference_ms: float
+    batch_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a gateway needs to know about a served model; no engine details leak here."""
+
+    name: str
+    version: str
+    engine: str
+    precision: str
+    input_size: int
+    resize_size: int
+    num_classes: int

@@ -1,0 +1,125 @@
+"""Upload bytes -> uint8 224x224x3: the torchvision `Resize(256) + CenterCrop(224)` recipe.
+
+Pillow + NumPy only, so gateways never need torch. Image headers are checked against
+the pixel limit before any pixel is decoded, and large JPEGs are decoded in draft mode
+(DCT-domain downscaling) straight to about the size the resize needs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from shared.errors import CorruptImage, EmptyBody, NotAnImage, TooManyPixels
+
+log = logging.getLogger(__name__)
+
+# Formats Pillow may try. Anything else (EPS/PostScript, PDF, ...) is "not an image" here.
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "ICO", "PPM")
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+@dataclass(frozen=True, slots=True)
+class PreprocessConfig:
+    resize_size: int = 256
+    crop_size: int = 224
+    max_pixels: int = 40_000_000
+    jpeg_draft: bool = True
+
+
+def preprocess(data: bytes, config: PreprocessConfig) -> np.ndarray:
+    """Decode `data` and return the centre crop as a contiguous uint8 HWC array.
+
+    Raises EmptyBody, NotAnImage, TooManyPixels or CorruptImage; never anything else
+    for bad bytes.
+    """
+    if not data:
+        raise EmptyBody("the image is empty")
+    image = _open(data, config.max_pixels)
+    with image:
+        if config.jpeg_draft and image.format in ("JPEG", "MPO"):
+            _draft(image, config.resize_size)
+        try:
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+            return resize_center_crop(to_rgb(oriented), config.resize_size, config.crop_size)
+        # Pillow's decoders raise an open set of exception types on hostile data.
+        except Exception as exc:
+            log.debug("image decode failed: %r", exc)
+            raise CorruptImage(f"the image could not be decoded: {exc}") from exc
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TooManyPixels(f"the image has too many pixels (limit {max_pixels})") from exc
+    except UnidentifiedImageError as exc:
+        raise NotAnImage("the upload is not an image in a supported format") from exc
+    except Exception as exc:
+        raise CorruptImage(f"the image header could not be read: {exc}") from exc
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        image.close()
+        raise CorruptImage("the image has no pixels")
+    if width * height > max_pixels:
+        image.close()
+        raise TooManyPixels(
+            f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+    return image
+
+
+def _draft(image: Image.Image, resize_size: int) -> None:
+    """Ask libjpeg for a 1/2, 1/4 or 1/8 scale decode that keeps the short side >= resize."""
+    width, height = image.size
+    short = min(width, height)
+    if short >= 2 * resize_size:
+        scale = short / resize_size
+        image.draft(None, (int(width / scale) + 1, int(height / scale) + 1))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited over white."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(image, dtype=np.float64)
+        narrow = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(narrow, mode="L").convert("RGB")
+    if mode == "F":
+        narrow = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return Image.fromarray(narrow, mode="L").convert("RGB")
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_center_crop(image: Image.Image, resize_size: int, crop_size: int) -> np.ndarray:
+    """Exactly `Resize(resize_size)` then `CenterCrop(crop_size)` as torchvision does on PIL.
+
+    Only the crop's source region is resampled (Pillow's `box`), with the same sample
+    positions and filter support as the full resize, so a 1x10000 strip costs no more
+    than a square.
+    """
+    width, height = image.size
+    if width <= height:
+        new_w, new_h = resize_size, int(resize_size * height / width)
+    else:
+        new_w, new_h = int(resize_size * width / height), resize_size
+    if new_w < crop_size or new_h < crop_size:
+        raise ValueError("resize_size must be at least crop_size")
+    top = int(round((new_h - crop_size) / 2.0))
+    left = int(round((new_w - crop_size) / 2.0))
+    sx, sy = width / new_w, height / new_h
+    box = (left * sx, top * sy, (left + crop_size) * sx, (top + crop_size) * sy)
+    cropped = image.resize((crop_size, crop_size), Image.Resampling.BILINEAR, box=box)
+    return np.ascontiguousarray(np.asarray(cropped, dtype=np.uint8))
