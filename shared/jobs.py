@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,8 @@ class Job:
     top_k: int
     deadline: float
     enqueued_at: float = field(default_factory=time.time)
+    # One request may carry several images; each image is its own job.
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def expired(self, now: float | None = None) -> bool:
         return (now if now is not None else time.time()) >= self.deadline

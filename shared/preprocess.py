@@ -19,7 +19,7 @@ from shared.errors import CorruptImage, EmptyBody, NotAnImage, TooManyPixels
 log = logging.getLogger(__name__)
 
 # Formats Pillow may try. Anything else (EPS/PostScript, PDF, ...) is "not an image" here.
-SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "ICO", "PPM")
+SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "ICO", "PPM")
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
@@ -42,7 +42,7 @@ def preprocess(data: bytes, config: PreprocessConfig) -> np.ndarray:
         raise EmptyBody("the image is empty")
     image = _open(data, config.max_pixels)
     with image:
-        if config.jpeg_draft and image.format in ("JPEG", "MPO"):
+        if config.jpeg_draft and image.format in ("JPEG", "MPO"):  # MPO: multi-picture JPEG
             _draft(image, config.resize_size)
         try:
             image.load()

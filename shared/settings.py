@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "RESNET_SERVE_"
 
-Engine = Literal["auto", "onnxruntime", "torchscript", "tensorrt"]
+Engine = Literal["auto", "onnxruntime", "torchscript"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     model_repository: Path | None = None
     weights_cache_dir: Path | None = None
     offline: bool = False
+    weights_mirror_url: str | None = None
     inference_threads: int = Field(0, ge=0, description="0: one per CPU core")
 
     # Batching and admission

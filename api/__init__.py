@@ -1,0 +1,1 @@
+"""The HTTP edge: routes, upload validation, decoding pool, response cache. Never imports torch."""

@@ -1,0 +1,66 @@
+"""create_app(settings, broker): the FastAPI gateway, with background work in lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from api.cache import ResponseCache
+from api.decoding import DecodePool
+from api.errors import install_error_handlers
+from api.middleware import RequestContext
+from api.routes import classify, health
+from api.service import Classifier
+from shared.broker import Broker
+from shared.metrics import Metrics
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
+    """The gateway. The broker loads and warms in the background: /healthz answers at
+    once, /readyz only when the broker is ready."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        starting = asyncio.create_task(broker.start(), name="broker-start")
+
+        def started(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                app.state.startup_failure = str(task.exception())
+                log.critical("startup failed: %s", app.state.startup_failure)
+
+        starting.add_done_callback(started)
+        try:
+            yield
+        finally:
+            if not starting.done():
+                starting.cancel()
+            with contextlib.suppress(BaseException):
+                await starting
+            await broker.close()
+            pool.close()
+
+    app = FastAPI(
+        title="resnet-serve",
+        summary="ImageNet classification over REST with dynamic batching",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    pool = DecodePool(settings.decode_threads, settings.max_queue, metrics)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.startup_failure = None
+    app.state.classifier = Classifier(
+        settings, broker, pool, ResponseCache(settings.response_cache_entries, metrics)
+    )
+    app.include_router(classify.router)
+    app.include_router(health.router)
+    install_error_handlers(app)
+    app.add_middleware(RequestContext, metrics=metrics)
+    return app

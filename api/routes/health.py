@@ -1,0 +1,59 @@
+"""Liveness, readiness, models and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.schemas import ERROR_RESPONSES, HealthResponse, ModelOut
+from api.service import Classifier
+from shared.errors import NotReady, error_body
+from shared.logs import request_id_var
+
+router = APIRouter(tags=["operations"])
+
+
+def _models(classifier: Classifier) -> list[ModelOut]:
+    return [
+        ModelOut(
+            name=m.name,
+            version=m.version,
+            engine=m.engine,
+            precision=m.precision,
+            input_size=m.input_size,
+        )
+        for m in classifier.broker.models().values()
+    ]
+
+
+@router.get("/healthz", response_model=HealthResponse, responses={503: ERROR_RESPONSES[503]})
+async def healthz(request: Request) -> Response:
+    """Live: the process serves HTTP and its model did not fail to load."""
+    failure = request.app.state.startup_failure
+    if failure is not None:
+        body = error_body("startup_failed", failure, request_id_var.get())
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", response_model=HealthResponse, responses={503: ERROR_RESPONSES[503]})
+async def readyz(request: Request) -> HealthResponse:
+    """Ready: the model is loaded, warmed for every batch size, and the batcher runs."""
+    classifier: Classifier = request.app.state.classifier
+    if not classifier.broker.ready():
+        raise NotReady("not ready: loading, warming, draining or failed", retry_after_s=1)
+    return HealthResponse(status="ready", models=_models(classifier))
+
+
+@router.get("/v1/models", response_model=list[ModelOut], tags=["classify"])
+async def models(request: Request) -> list[ModelOut]:
+    """The models this service answers for."""
+    return _models(request.app.state.classifier)
+
+
+@router.get("/metrics", response_class=Response, include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )

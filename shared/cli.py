@@ -1,0 +1,223 @@
+"""The `resnet-serve` command. Each subcommand imports only what it needs, so `--help`
+is instant and gateway-only installs never import torch."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from shared.logs import configure_logging
+from shared.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="ImageNet classification service: ResNet-18 over REST with dynamic batching.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+Host = Annotated[str | None, typer.Option(help="Bind address [env RESNET_SERVE_HOST]")]
+Port = Annotated[int | None, typer.Option(help="Port [env RESNET_SERVE_PORT]")]
+Model = Annotated[str | None, typer.Option(help="Model name (default resnet18)")]
+Weights = Annotated[
+    str | None, typer.Option(help="Weights file, or 'random' (plumbing/benchmarks only)")
+]
+EngineOpt = Annotated[
+    str | None, typer.Option(help="auto | onnxruntime | torchscript (auto picks per machine)")
+]
+PrecisionOpt = Annotated[str | None, typer.Option(help="auto | fp32 | bf16 | fp16 (CUDA)")]
+Repo = Annotated[Path | None, typer.Option(help="Model repository directory")]
+MaxBatch = Annotated[int | None, typer.Option(help="Largest batch the engine runs")]
+BatchWait = Annotated[
+    float | None, typer.Option(help="How long a batch waits to fill after its first job (ms)")
+]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def _settings(**flags: Any) -> Settings:
+    try:
+        settings = load_settings(**flags)
+    except (ValidationError, ValueError) as exc:
+        _fail(f"invalid settings:\n{exc}")
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _build_or_exit(settings: Settings) -> None:
+    """Resolve weights and build a missing artifact before the server starts, so a
+    missing file is a clear message and a non-zero exit, not a half-started server."""
+    from worker.catalog import UnknownModelName
+    from worker.engines.choice import choose_engine
+    from worker.loading import ensure_artifact
+    from worker.weights import WeightsCorrupt, WeightsNotFound
+
+    try:
+        ensure_artifact(settings, choose_engine(settings.engine, settings.precision))
+    except (WeightsNotFound, WeightsCorrupt, UnknownModelName, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def serve(
+    host: Host = None,
+    port: Port = None,
+    model: Model = None,
+    weights: Weights = None,
+    engine: EngineOpt = None,
+    precision: PrecisionOpt = None,
+    model_repository: Repo = None,
+    max_batch: MaxBatch = None,
+    max_batch_wait_ms: BatchWait = None,
+) -> None:
+    """Standalone mode: the gateway and an in-process worker, no external services."""
+    settings = _settings(
+        host=host,
+        port=port,
+        model=model,
+        weights=weights,
+        engine=engine,
+        precision=precision,
+        model_repository=model_repository,
+        max_batch=max_batch,
+        max_batch_wait_ms=max_batch_wait_ms,
+    )
+    _build_or_exit(settings)
+    import uvicorn
+
+    from api.app import create_app
+    from shared.metrics import Metrics
+    from worker.inprocess import InProcessBroker
+
+    metrics = Metrics()
+    application = create_app(settings, InProcessBroker(settings, metrics), metrics)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
+    )
+
+
+@app.command()
+def export(
+    model: Model = None,
+    weights: Weights = None,
+    engine: EngineOpt = None,
+    precision: PrecisionOpt = None,
+    model_repository: Repo = None,
+    max_batch: MaxBatch = None,
+) -> None:
+    """Build a model artifact (TorchScript or ONNX) into the model repository."""
+    settings = _settings(
+        model=model,
+        weights=weights,
+        engine=engine,
+        precision=precision,
+        model_repository=model_repository,
+        max_batch=max_batch,
+    )
+    from worker.engines.choice import choose_engine
+    from worker.loading import ensure_artifact
+
+    choice = choose_engine(settings.engine, settings.precision)
+    _build_or_exit(settings)
+    directory, manifest = ensure_artifact(settings, choice)
+    err.print(f"{manifest.name} version {manifest.version}: {directory}")
+    for key, entry in manifest.artifacts.items():
+        err.print(f"  {key}: {entry.file}")
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files to classify")],
+    top_k: Annotated[int, typer.Option(min=1, max=20, help="Labels per image")] = 5,
+    model: Model = None,
+    weights: Weights = None,
+    engine: EngineOpt = None,
+    model_repository: Repo = None,
+) -> None:
+    """Classify local image files and print a top-k table."""
+    settings = _settings(
+        model=model, weights=weights, engine=engine, model_repository=model_repository
+    )
+    _build_or_exit(settings)
+    import numpy as np
+
+    from shared.errors import ServeError
+    from shared.preprocess import PreprocessConfig, preprocess
+    from worker.loading import load_model
+    from worker.runner import top_k as best
+
+    loaded = load_model(settings.model_copy(update={"max_batch": 1}))
+    info = loaded.info
+    config = PreprocessConfig(info.resize_size, info.input_size, settings.max_image_pixels)
+    table = Table(title=f"{info.name} v{info.version} ({info.engine} {info.precision})")
+    for column in ("image", "rank", "label", "index", "score"):
+        table.add_column(column)
+    failed = False
+    for path in images:
+        try:
+            crop = preprocess(path.read_bytes(), config)
+        except (ServeError, OSError) as exc:
+            table.add_row(str(path), "-", f"error: {exc}", "", "")
+            failed = True
+            continue
+        probabilities = loaded.engine.infer(np.expand_dims(crop, 0))[0]
+        for rank, p in enumerate(best(probabilities, top_k, loaded.labels), start=1):
+            table.add_row(
+                str(path) if rank == 1 else "", str(rank), p.label, str(p.index), f"{p.score:.4f}"
+            )
+    loaded.engine.close()
+    Console().print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def models(model_repository: Repo = None) -> None:
+    """List the models this service knows and the artifacts built so far."""
+    settings = _settings(model_repository=model_repository)
+    from worker.artifacts import ModelRepository
+    from worker.catalog import BUILTIN
+
+    console = Console()
+    console.print(f"built-in models: {', '.join(BUILTIN)}")
+    console.print("plus any torchvision classification model by name (e.g. mobilenet_v3_small)")
+    repo = ModelRepository(settings.models_dir)
+    table = Table(title=f"artifacts in {settings.models_dir}")
+    for column in ("model", "version", "weights", "artifact", "file", "max batch", "built"):
+        table.add_column(column)
+    for name in repo.models():
+        for directory, manifest in repo.versions(name):
+            weights = manifest.weights.file or manifest.weights.source
+            for key, entry in manifest.artifacts.items():
+                table.add_row(
+                    name,
+                    manifest.version,
+                    weights,
+                    key,
+                    str(directory / entry.file),
+                    str(entry.max_batch),
+                    entry.created_at[:19],
+                )
+    console.print(table)
+
+
+def main() -> None:
+    app(prog_name="resnet-serve")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

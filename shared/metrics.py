@@ -1,0 +1,91 @@
+"""Prometheus metrics, one registry per app so several apps can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Latency buckets from 1 ms to 30 s: covers a cached answer and a deadline alike.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.035,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "resnet_serve_requests_total",
+            "HTTP requests answered, by route and status code",
+            ["route", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "resnet_serve_request_duration_seconds",
+            "Time from request received to response ready",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "resnet_serve_in_flight_requests", "Requests being handled now", registry=r
+        )
+        self.decode_seconds = Histogram(
+            "resnet_serve_decode_duration_seconds",
+            "Decode + resize + crop of one image, in the decode pool",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait_seconds = Histogram(
+            "resnet_serve_queue_wait_seconds",
+            "Time a job waited between enqueue and the start of its batch's inference",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "resnet_serve_inference_duration_seconds",
+            "Engine time per batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "resnet_serve_batch_size",
+            "Images per engine call",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "resnet_serve_queue_depth", "Jobs waiting for a batch", ["model"], registry=r
+        )
+        self.expired_jobs = Counter(
+            "resnet_serve_expired_jobs_total",
+            "Jobs dropped before inference because their deadline had passed",
+            ["model"],
+            registry=r,
+        )
+        self.cache_lookups = Counter(
+            "resnet_serve_cache_lookups_total",
+            "Response cache lookups, by result",
+            ["result"],
+            registry=r,
+        )

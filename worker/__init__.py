@@ -1,0 +1,1 @@
+"""The inference side: model catalog, weights, artifacts, engines, batching, brokers."""

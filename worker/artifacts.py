@@ -1,0 +1,104 @@
+"""The model repository on disk: `<repo>/<model>/<version>/manifest.json` + artifacts.
+
+No torch here: a worker serving a built ONNX artifact never needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+MANIFEST = "manifest.json"
+
+
+class WeightsInfo(BaseModel):
+    source: Literal["file", "random"]
+    file: str | None = None
+    sha256: str | None = None
+
+
+class ArtifactEntry(BaseModel):
+    backend: Literal["torchscript", "onnx"]
+    precision: Literal["fp32", "bf16", "fp16"]
+    device: Literal["cpu", "cuda", "any"]
+    file: str
+    sha256: str
+    max_batch: int
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+
+class Manifest(BaseModel):
+    format_version: Literal[1] = 1
+    name: str
+    version: str
+    input_size: int
+    resize_size: int
+    layout: Literal["NHWC"] = "NHWC"
+    input_dtype: Literal["uint8"] = "uint8"
+    output: Literal["probabilities"] = "probabilities"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    labels: list[str]
+    weights: WeightsInfo
+    artifacts: dict[str, ArtifactEntry] = Field(default_factory=dict)
+    torch_version: str | None = None
+
+
+def artifact_key(backend: str, precision: str, device: str) -> str:
+    return f"{backend}-{precision}-{device}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ModelRepository:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def versions(self, model: str) -> list[tuple[Path, Manifest]]:
+        """Every readable version of `model`, oldest first."""
+        base = self.root / model
+        found = []
+        for path in base.glob(f"*/{MANIFEST}") if base.is_dir() else []:
+            if path.parent.name.isdigit():
+                found.append((path.parent, Manifest.model_validate_json(path.read_text())))
+        return sorted(found, key=lambda item: int(item[0].name))
+
+    def models(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if self.versions(p.name))
+
+    def find(self, model: str, weights: str | None) -> tuple[Path, Manifest] | None:
+        """The newest version built from `weights`: a sha256, "random", or None for any
+        real (non-random) weights."""
+        for directory, manifest in reversed(self.versions(model)):
+            info = manifest.weights
+            if weights is None and info.source == "file":
+                return directory, manifest
+            if weights == "random" and info.source == "random":
+                return directory, manifest
+            if weights not in (None, "random") and info.sha256 == weights:
+                return directory, manifest
+        return None
+
+    def new_version_dir(self, model: str) -> Path:
+        existing = [int(d.name) for d, _ in self.versions(model)]
+        directory = self.root / model / str(max(existing, default=0) + 1)
+        directory.mkdir(parents=True, exist_ok=False)
+        return directory
+
+    @staticmethod
+    def save(directory: Path, manifest: Manifest) -> None:
+        tmp = directory / (MANIFEST + ".tmp")
+        tmp.write_text(manifest.model_dump_json(indent=2))
+        tmp.replace(directory / MANIFEST)  # atomic: readers never see half a manifest

@@ -1,0 +1,32 @@
+"""Collect a batch: block for the first job, then fill until full or the window closes.
+
+A plain function over a queue it is given, so the in-process and Redis brokers share it
+and tests need neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def next_batch(queue: asyncio.Queue[T], max_batch: int, max_wait_s: float) -> list[T]:
+    """Up to `max_batch` items: the first waits indefinitely, the rest at most
+    `max_wait_s` counted from when the first arrived (mosec's get_batch)."""
+    batch = [await queue.get()]
+    loop = asyncio.get_running_loop()
+    window_closes = loop.time() + max_wait_s
+    while len(batch) < max_batch:
+        if not queue.empty():
+            batch.append(queue.get_nowait())
+            continue
+        remaining = window_closes - loop.time()
+        if remaining <= 0:
+            break
+        try:
+            batch.append(await asyncio.wait_for(queue.get(), remaining))
+        except TimeoutError:
+            break
+    return batch

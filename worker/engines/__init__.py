@@ -1,0 +1,1 @@
+"""Inference engines: uint8 NHWC batches in, float32 probabilities out."""

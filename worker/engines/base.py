@@ -1,0 +1,27 @@
+"""The one interface every engine implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Engine(Protocol):
+    name: str
+    precision: str
+    device: str
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, H, W, 3] -> float32 [N, classes] probabilities. Thread-confined:
+        called from one inference thread at a time."""
+
+    def close(self) -> None:
+        """Release the model and any device memory."""
+
+
+def thread_count(requested: int) -> int:
+    """0 means one thread per CPU this process may run on."""
+    import os
+
+    return requested or len(os.sched_getaffinity(0))

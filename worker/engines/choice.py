@@ -1,0 +1,76 @@
+"""Pick the engine and precision for this machine, and say why."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_BACKEND = {"onnxruntime": "onnx", "torchscript": "torchscript"}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineChoice:
+    engine: str
+    precision: str
+    device: str
+    reason: str
+
+    @property
+    def backend(self) -> str:
+        return _BACKEND[self.engine]
+
+    @property
+    def artifact_device(self) -> str:
+        return "any" if self.backend == "onnx" else self.device
+
+
+def cuda_present() -> bool:
+    """A CUDA device torch can use; checked without importing torch when there is none."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if not (gpus.is_dir() and any(gpus.iterdir())):
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def choose_engine(engine: str, precision: str) -> EngineChoice:
+    """Resolve "auto" settings; reject combinations no engine can run."""
+    cuda = cuda_present()
+    if engine == "auto":
+        if cuda:
+            engine, reason = "torchscript", "a CUDA device is present"
+        elif precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()):
+            engine, reason = "torchscript", "bf16 on a CPU with native bf16 (AVX512-BF16/AMX)"
+        else:
+            engine, reason = "onnxruntime", "CPU only; ONNX Runtime is the fastest fp32 CPU engine"
+    else:
+        reason = "set explicitly"
+    device = "cuda" if engine == "torchscript" and cuda else "cpu"
+    if precision == "auto":
+        if device == "cuda":
+            precision = "fp16"
+        elif engine == "torchscript" and cpu_has_native_bf16():
+            precision = "bf16"
+        else:
+            precision = "fp32"
+    if precision == "fp16" and device != "cuda":
+        raise ValueError("fp16 needs a CUDA device; on CPU use fp32 or bf16")
+    if engine == "onnxruntime" and precision != "fp32":
+        raise ValueError("the onnxruntime engine runs fp32; use --engine torchscript for bf16")
+    choice = EngineChoice(engine, precision, device, reason)
+    log.info("engine: %s %s on %s (%s)", engine, precision, device, reason)
+    return choice

@@ -1,0 +1,121 @@
+"""Standalone mode's broker: a bounded asyncio queue and a batch runner in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from shared.errors import DeadlineExceeded, NotReady, QueueFull, ServeError, UnknownModel
+from shared.jobs import Job, ModelInfo, Result
+from shared.metrics import Metrics
+from shared.settings import Settings
+from worker.loading import LoadedModel, load_model
+from worker.runner import BatchRunner
+
+log = logging.getLogger(__name__)
+
+
+class InProcessBroker:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        loader: Callable[[Settings], LoadedModel] = load_model,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._loader = loader
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.max_queue)
+        self._waiters: dict[str, asyncio.Future[Result]] = {}
+        self._model: LoadedModel | None = None
+        self._runner: BatchRunner | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        # Building, loading and warming take seconds of CPU: keep the loop responsive.
+        self._model = await asyncio.to_thread(self._loader, self.settings)
+        self._runner = BatchRunner(
+            self._model,
+            self._queue,
+            self._deliver,
+            max_batch=self.settings.max_batch,
+            max_batch_wait_ms=self.settings.max_batch_wait_ms,
+            metrics=self.metrics,
+        )
+        name = self._model.manifest.name
+        self.metrics.queue_depth.labels(name).set_function(self._queue.qsize)
+        self._task = asyncio.create_task(self._runner.run(), name="batch-runner")
+        self._task.add_done_callback(self._runner_stopped)
+
+    def _runner_stopped(self, task: asyncio.Task[None]) -> None:
+        """The runner must never stop while serving: if it does, fail loudly, not silently."""
+        if self._closing:
+            return
+        exc = task.exception() if not task.cancelled() else None
+        log.critical("the batch runner stopped unexpectedly: %r", exc)
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(NotReady("the inference loop stopped"))
+
+    def ready(self) -> bool:
+        return (
+            self._task is not None
+            and not self._task.done()
+            and not self._closing
+            and self._model is not None
+        )
+
+    def models(self) -> Mapping[str, ModelInfo]:
+        return {self._model.manifest.name: self._model.info} if self._model else {}
+
+    async def submit(self, job: Job) -> Result:
+        if not self.ready():
+            raise NotReady("the model is not ready", retry_after_s=1)
+        if job.model not in self.models():
+            raise UnknownModel(f"model {job.model!r} is not served here")
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiters[job.job_id] = future
+        try:
+            try:
+                self._queue.put_nowait(job)
+            except asyncio.QueueFull:
+                raise QueueFull(
+                    "the inference queue is full", retry_after_s=self.retry_after_s()
+                ) from None
+            remaining = job.deadline - time.time()
+            try:
+                return await asyncio.wait_for(future, timeout=max(remaining, 0))
+            except TimeoutError:
+                raise DeadlineExceeded("no result before the request deadline") from None
+        finally:
+            self._waiters.pop(job.job_id, None)
+
+    def retry_after_s(self) -> float:
+        rate = self._runner.images_per_s if self._runner else 0.0
+        return self._queue.qsize() / rate if rate else 1.0
+
+    def _deliver(self, job: Job, outcome: Result | ServeError) -> None:
+        future = self._waiters.get(job.job_id)
+        if future is None or future.done():
+            return  # the client gave up (deadline or disconnect)
+        if isinstance(outcome, ServeError):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    async def close(self) -> None:
+        """Drain: stop admitting, let queued jobs finish (bounded), then stop the runner."""
+        self._closing = True
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        while self._waiters and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._model is not None:
+            self._model.engine.close()

@@ -1,0 +1,110 @@
+"""The batch loop: take batches from a queue, run the engine off the event loop, deliver.
+
+Shared by the in-process broker and (next) the Redis consumer: both hand it a queue of
+jobs and a `deliver` callback, and it owns nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from shared.errors import DeadlineExceeded, InferenceFailed, ServeError
+from shared.jobs import Job, Prediction, Result
+from shared.metrics import Metrics
+from worker.batching import next_batch
+from worker.loading import LoadedModel
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[Job, Result | ServeError], None]
+
+
+def top_k(probabilities: np.ndarray, k: int, labels: Sequence[str]) -> list[Prediction]:
+    k = min(k, probabilities.shape[0])
+    best = np.argpartition(probabilities, -k)[-k:]
+    best = best[np.argsort(probabilities[best])[::-1]]
+    return [Prediction(int(i), labels[i], float(probabilities[i])) for i in best]
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        model: LoadedModel,
+        queue: asyncio.Queue[Job],
+        deliver: Deliver,
+        *,
+        max_batch: int,
+        max_batch_wait_ms: float,
+        metrics: Metrics,
+    ) -> None:
+        self.model = model
+        self.queue = queue
+        self.deliver = deliver
+        self.max_batch = max_batch
+        self.max_wait_s = max_batch_wait_ms / 1000
+        self.metrics = metrics
+        self.images_per_s = 0.0  # smoothed drain rate, for Retry-After
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+
+    async def run(self) -> None:
+        try:
+            while True:
+                batch = await next_batch(self.queue, self.max_batch, self.max_wait_s)
+                await self.run_batch(batch)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    async def run_batch(self, batch: list[Job]) -> None:
+        now = time.time()
+        live = []
+        name = self.model.manifest.name
+        for job in batch:
+            if job.expired(now):
+                self.metrics.expired_jobs.labels(name).inc()
+                self.deliver(job, DeadlineExceeded("the deadline passed while queued"))
+            else:
+                live.append(job)
+        if not live:
+            return
+        for job in live:
+            self.metrics.queue_wait_seconds.labels(name).observe(now - job.enqueued_at)
+        start = time.perf_counter()
+        try:
+            loop = asyncio.get_running_loop()
+            probabilities = await loop.run_in_executor(self._executor, self._infer, live)
+        except Exception as exc:
+            log.exception("inference failed for a batch of %d", len(live))
+            for job in live:
+                self.deliver(job, InferenceFailed(f"inference failed: {type(exc).__name__}"))
+            return
+        elapsed = time.perf_counter() - start
+        self._observe(len(live), elapsed)
+        version = self.model.manifest.version
+        for job, row in zip(live, probabilities, strict=True):
+            self.deliver(
+                job,
+                Result(
+                    model=name,
+                    version=version,
+                    predictions=top_k(row, job.top_k, self.model.labels),
+                    queue_ms=(now - job.enqueued_at) * 1000,
+                    inference_ms=elapsed * 1000,
+                    batch_size=len(live),
+                ),
+            )
+
+    def _infer(self, jobs: list[Job]) -> np.ndarray:
+        return self.model.engine.infer(np.stack([job.image for job in jobs]))
+
+    def _observe(self, size: int, elapsed: float) -> None:
+        name = self.model.manifest.name
+        self.metrics.batch_size.labels(name).observe(size)
+        self.metrics.inference_seconds.labels(name).observe(elapsed)
+        rate = size / max(elapsed, 1e-6)
+        self.images_per_s = rate if not self.images_per_s else 0.8 * self.images_per_s + 0.2 * rate
