@@ -117,8 +117,8 @@ def resize_center_crop(image: Image.Image, resize_size: int, crop_size: int) -> 
         new_w, new_h = int(resize_size * width / height), resize_size
     if new_w < crop_size or new_h < crop_size:
         raise ValueError("resize_size must be at least crop_size")
-    top = int(round((new_h - crop_size) / 2.0))
-    left = int(round((new_w - crop_size) / 2.0))
+    top = round((new_h - crop_size) / 2.0)
+    left = round((new_w - crop_size) / 2.0)
     sx, sy = width / new_w, height / new_h
     box = (left * sx, top * sy, (left + crop_size) * sx, (top + crop_size) * sy)
     cropped = image.resize((crop_size, crop_size), Image.Resampling.BILINEAR, box=box)

@@ -102,7 +102,7 @@ def _torchvision_model(name: str) -> ModelSpec:
 
     if name not in models.list_models(module=models):  # classification models only
         raise UnknownModelName(name)
-    weights = models.get_model_weights(name).DEFAULT  # type: ignore[attr-defined]
+    weights = models.get_model_weights(name).DEFAULT
     recipe = weights.transforms.keywords
     return ModelSpec(
         name=name,

@@ -118,7 +118,8 @@ def _write_torchscript(
     model: torch.nn.Module, spec: ModelSpec, precision: str, device: str, directory: Path
 ) -> str:
     dtype = _DTYPES[precision]
-    model = copy.deepcopy(model).to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    model = copy.deepcopy(model).to(device=device, dtype=dtype)
+    model = model.to(memory_format=torch.channels_last)
     wrapped = ServingModule(model, spec.mean, spec.std, dtype).to(device).eval()
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # Tracing warns about Python-side shape arithmetic in third-party models; the

@@ -110,9 +110,10 @@ class InProcessBroker:
     async def close(self) -> None:
         """Drain: stop admitting, let queued jobs finish (bounded), then stop the runner."""
         self._closing = True
-        deadline = time.monotonic() + self.settings.request_timeout_s
-        while self._waiters and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        if self._waiters:
+            await asyncio.wait(
+                list(self._waiters.values()), timeout=self.settings.request_timeout_s
+            )
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -26,6 +26,8 @@ class ServingModule(nn.Module):
         std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         # (x / 255 - mean) / std == x * scale + shift
+        self.scale: torch.Tensor
+        self.shift: torch.Tensor
         self.register_buffer("scale", 1.0 / (255.0 * std_t))
         self.register_buffer("shift", -mean_t / std_t)
 

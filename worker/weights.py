@@ -6,6 +6,7 @@ way to download, `WeightsNotFound` names every way to supply the file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -84,10 +85,8 @@ def resolve_weights(
 def _local_candidates(source: WeightsSource, cache_dir: Path) -> list[Path]:
     candidates = [cache_dir / source.filename, hub_checkpoint_dir() / source.filename]
     if source.package_file is not None:
-        try:
+        with contextlib.suppress(ImportError):  # the optional package is not installed
             candidates.insert(0, source.package_file())
-        except ImportError:
-            pass
     return candidates
 
 
