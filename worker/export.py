@@ -125,10 +125,13 @@ def _write_torchscript(
         # Tracing warns about Python-side shape arithmetic in third-party models; the
         # traced graph is checked against eager right after.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # torch 2.14 marks TorchScript deprecated; it is still the portable frozen format
+        # that loads without Python model code, until torch.export artifacts replace it.
+        warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(wrapped, _example(spec, 2, device), check_trace=False)
+        # Frozen only: optimize_for_inference's oneDNN-prepacked graph cannot be saved and
+        # loaded again, so the CPU engine applies it after loading.
         frozen = torch.jit.freeze(traced)
-        if device == "cpu" and precision == "fp32":
-            frozen = torch.jit.optimize_for_inference(frozen)
     filename = f"model.{precision}.{device}.ts"
     frozen.save(str(directory / filename))
     return filename

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,12 @@ class TorchScriptEngine:
             torch.set_num_threads(thread_count(threads))
         self.precision = precision
         self.device = device
-        self._module = torch.jit.load(str(path), map_location=device).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+            module = torch.jit.load(str(path), map_location=device).eval()
+            if device == "cpu" and precision == "fp32":
+                module = torch.jit.optimize_for_inference(module)  # oneDNN layouts and fusions
+        self._module = module
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

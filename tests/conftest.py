@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import Server, run_server
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model repository for the whole run: artifacts are built once, reused after."""
+    return tmp_path_factory.mktemp("resnet-serve-home")
+
+
+@pytest.fixture(scope="session")
+def logs() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def lite_server(home: Path, logs: Path) -> Iterator[Server]:
+    """efficientnet_lite0 with its real ImageNet weights."""
+    with run_server(home, logs, "--model", "efficientnet_lite0") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def resnet_server(home: Path, logs: Path) -> Iterator[Server]:
+    """The default model, resnet18, with explicitly random weights (plumbing only)."""
+    with run_server(home, logs, "--weights", "random", max_batch_wait_ms="10") as server:
+        yield server

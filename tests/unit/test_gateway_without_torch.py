@@ -1,0 +1,35 @@
+"""The gateway never imports torch: a gateway-only install stays slim."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+PROBE = """
+import sys, pkgutil, importlib
+import api, shared
+for package in (api, shared):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+from api.app import create_app
+from shared.metrics import Metrics
+from shared.settings import load_settings
+
+class NoBroker:
+    async def start(self): pass
+    async def close(self): pass
+    def ready(self): return False
+    def models(self): return {}
+    async def submit(self, job): raise NotImplementedError
+
+app = create_app(load_settings(), NoBroker(), Metrics())
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "onnxruntime"))
+print(",".join(heavy))
+"""
+
+
+def test_gateway_modules_do_not_import_torch() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == ""
