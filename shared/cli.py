@@ -4,7 +4,7 @@ is instant and gateway-only installs never import torch."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from worker.artifacts import Manifest
 
 app = typer.Typer(
     help="ImageNet classification service: ResNet-18 over REST with dynamic batching.",
@@ -52,17 +55,17 @@ def _settings(**flags: Any) -> Settings:
     return settings
 
 
-def _build_or_exit(settings: Settings) -> None:
+def _build_or_exit(settings: Settings) -> tuple[Path, Manifest]:
     """Resolve weights and build a missing artifact before the server starts, so a
     missing file is a clear message and a non-zero exit, not a half-started server."""
-    from worker.catalog import UnknownModelName
+    # Only worker modules that do not import torch: a built ONNX artifact needs none.
+    from worker.artifacts import BuildError
     from worker.engines.choice import choose_engine
     from worker.loading import ensure_artifact
-    from worker.weights import WeightsCorrupt, WeightsNotFound
 
     try:
-        ensure_artifact(settings, choose_engine(settings.engine, settings.precision))
-    except (WeightsNotFound, WeightsCorrupt, UnknownModelName, ValueError) as exc:
+        return ensure_artifact(settings, choose_engine(settings.engine, settings.precision))
+    except (BuildError, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -127,12 +130,7 @@ def export(
         model_repository=model_repository,
         max_batch=max_batch,
     )
-    from worker.engines.choice import choose_engine
-    from worker.loading import ensure_artifact
-
-    choice = choose_engine(settings.engine, settings.precision)
-    _build_or_exit(settings)
-    directory, manifest = ensure_artifact(settings, choice)
+    directory, manifest = _build_or_exit(settings)
     err.print(f"{manifest.name} version {manifest.version}: {directory}")
     for key, entry in manifest.artifacts.items():
         err.print(f"  {key}: {entry.file}")

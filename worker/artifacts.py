@@ -15,6 +15,10 @@ from pydantic import BaseModel, Field
 MANIFEST = "manifest.json"
 
 
+class BuildError(RuntimeError):
+    """An artifact cannot be built: unknown model, weights missing or corrupt."""
+
+
 class WeightsInfo(BaseModel):
     source: Literal["file", "random"]
     file: str | None = None

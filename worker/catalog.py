@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from worker.artifacts import BuildError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -117,7 +119,7 @@ def _torchvision_model(name: str) -> ModelSpec:
     )
 
 
-class UnknownModelName(ValueError):
+class UnknownModelName(BuildError, ValueError):
     def __init__(self, name: str) -> None:
         super().__init__(
             f"unknown model {name!r}: use one of {', '.join(BUILTIN)} "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-from worker.artifacts import sha256_file
+from worker.artifacts import BuildError, sha256_file
 from worker.catalog import ModelSpec, WeightsSource
 
 log = logging.getLogger(__name__)
@@ -24,11 +24,11 @@ log = logging.getLogger(__name__)
 RANDOM = "random"
 
 
-class WeightsNotFound(RuntimeError):
+class WeightsNotFound(BuildError):
     pass
 
 
-class WeightsCorrupt(RuntimeError):
+class WeightsCorrupt(BuildError):
     pass
 
 

@@ -213,3 +213,13 @@ def test_cli_models_lists_built_artifacts(lite_server: Server, home: Path) -> No
     assert result.returncode == 0, result.stderr
     assert "efficientnet_lite0" in result.stdout
     assert "onnx-fp32-any" in result.stdout
+
+
+def test_serving_a_built_onnx_artifact_never_loads_torch(
+    resnet_server: Server, home: Path, logs: Path
+) -> None:
+    # resnet_server has built the artifact; a second start only loads it.
+    with run_server(home, logs, "--weights", "random") as server:
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert "libtorch" not in maps
+        assert classify(server, jpeg("chelsea")).status_code == 200
