@@ -14,7 +14,6 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from shared.errors import (
-    EmptyBody,
     InvalidParameter,
     PayloadTooLarge,
     TooManyFiles,
@@ -50,7 +49,11 @@ async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
 async def read_uploads(
     request: Request, *, max_files: int, max_file_bytes: int, max_request_bytes: int
 ) -> list[Upload]:
-    """Every image in the request, in order. Raises a ServeError for anything else."""
+    """Every image in the request, in order. Raises a ServeError for anything else.
+
+    An empty file is returned like any other: decoding rejects it (empty_body), so in a
+    batch it fails only its own item.
+    """
     media_type = _media_type(request)
     if media_type == "multipart/form-data":
         uploads = await _read_multipart(request, max_files, max_request_bytes)
@@ -63,8 +66,6 @@ async def read_uploads(
             f"{media_type or 'no content type'}"
         )
     for upload in uploads:
-        if not upload.data:
-            raise EmptyBody(f"{upload.filename}: the upload is empty")
         if len(upload.data) > max_file_bytes:
             raise PayloadTooLarge(f"{upload.filename}: larger than {max_file_bytes} bytes")
     return uploads

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "ICO", "PPM")
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+# Magic numbers of supported formats (only unambiguous ones: BMP's "BM" also starts text).
+# Bytes that begin like one of these but that Pillow cannot open are a damaged image
+# (422 corrupt_image), not a file of the wrong type (415 not_an_image).
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise TooManyPixels(f"the image has too many pixels (limit {max_pixels})") from exc
     except UnidentifiedImageError as exc:
+        if _looks_like_image(data):
+            raise CorruptImage("the image is damaged: its header could not be read") from exc
         raise NotAnImage("the upload is not an image in a supported format") from exc
     except Exception as exc:
         raise CorruptImage(f"the image header could not be read: {exc}") from exc
@@ -73,6 +79,10 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
     return image
+
+
+def _looks_like_image(data: bytes) -> bool:
+    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 def _draft(image: Image.Image, resize_size: int) -> None:
