@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     inference_threads: int = Field(0, ge=0, description="0: one per CPU core")
 
     # Batching and admission
-    max_batch: int = Field(16, ge=1, le=256)
+    max_batch: int = Field(8, ge=1, le=256)
     max_batch_wait_ms: float = Field(4.0, ge=0)
     max_queue: int = Field(256, ge=1)
     request_timeout_s: float = Field(10.0, gt=0)
