@@ -17,6 +17,10 @@ class ResponseCache:
         )
         self._metrics = metrics
 
+    @property
+    def enabled(self) -> bool:
+        return self._cache is not None
+
     @staticmethod
     def key(model: str, data: bytes, top_k: int) -> tuple[str, str, int]:
         return model, hashlib.blake2b(data, digest_size=20).hexdigest(), top_k

@@ -38,8 +38,9 @@ class Classifier:
     async def classify(
         self, upload: Upload, info: ModelInfo, top_k: int, request_id: str, received_at: float
     ) -> ClassifyResponse:
-        key = self.cache.key(info.name, upload.data, top_k)
-        cached = self.cache.get(key, info.version)
+        # Hashing a multi-MB upload costs ~1 ms on the event loop: only when caching.
+        key = self.cache.key(info.name, upload.data, top_k) if self.cache.enabled else None
+        cached = self.cache.get(key, info.version) if key else None
         if cached is not None:
             return _response(request_id, cached, 0.0, received_at, cached=True)
         config = PreprocessConfig(
@@ -57,7 +58,8 @@ class Classifier:
             deadline=received_at + self.settings.request_timeout_s,
         )
         result = await self.broker.submit(job)
-        self.cache.put(key, result)
+        if key:
+            self.cache.put(key, result)
         return _response(request_id, result, decode_s * 1000, received_at, cached=False)
 
     async def classify_many(
