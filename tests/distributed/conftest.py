@@ -60,6 +60,7 @@ def workers(
     redis: RedisServer,
     *ids: str,
     args: tuple[str, ...] = RANDOM,
+    model: str = MODEL,
     **env: str,
 ) -> Iterator[list[Worker]]:
     """Start workers and wait until each has announced itself in Redis."""
@@ -70,7 +71,7 @@ def workers(
 
             def announced(w: Worker = worker) -> bool:
                 assert w.process.poll() is None, f"worker exited:\n{w.log()}"
-                return bool(client.exists(heartbeat_key(w.worker_id)))
+                return bool(client.exists(heartbeat_key(w.worker_id, model)))
 
             wait_until(announced, 120, f"worker {worker.worker_id}")
         yield started
