@@ -110,7 +110,8 @@ class RedisBroker:
         ]
 
     def ready(self) -> bool:
-        return self._reachable and bool(self._models) and not self._closing
+        loops_alive = bool(self._tasks) and not any(task.done() for task in self._tasks)
+        return loops_alive and self._reachable and bool(self._models) and not self._closing
 
     def not_ready_error(self) -> ServeError:
         if self._closing:

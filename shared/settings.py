@@ -77,6 +77,14 @@ class Settings(BaseSettings):
         1.0, gt=0, description="Queue wait the workers_needed signal sizes the pool for"
     )
 
+    # Gateway auth: off unless keys are given
+    api_keys: SecretStr | None = Field(None, description="Comma-separated API keys")
+    api_keys_file: Path | None = Field(None, description="File of API keys, one per line")
+    auth_exempt_paths: str = Field(
+        "/healthz,/readyz,/metrics,/v2/health/*",
+        description="Comma-separated paths (glob) served without a key",
+    )
+
     @model_validator(mode="after")
     def _check_cross_fields(self) -> Settings:
         if self.max_batch_wait_ms / 1000 >= self.request_timeout_s:
