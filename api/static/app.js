@@ -14,7 +14,7 @@ const PARALLEL = 4;
 const MODELS_RETRY_MS = 2000;
 
 const ui = Object.fromEntries(
-  ["controls", "model-field", "model", "model-info", "top-k", "auth", "api-key", "file",
+  ["controls", "model-field", "model", "model-info-field", "model-info", "top-k", "auth", "api-key", "file",
    "status", "results"].map((id) => [id.replace(/-(\w)/g, (_, c) => c.toUpperCase()),
                                       document.getElementById(id)]),
 );
@@ -36,8 +36,8 @@ function showModels(models) {
     if (models.some((m) => m.name === chosen)) ui.model.value = chosen;
   }
   ui.modelField.hidden = models.length <= 1;
-  ui.modelInfo.hidden = models.length > 1;
-  ui.modelInfo.textContent = models.length === 1 ? `Model: ${describe(models[0])}` : "";
+  ui.modelInfoField.hidden = models.length > 1;
+  if (models.length === 1) ui.modelInfo.textContent = describe(models[0]);
 }
 
 async function loadModels() {
@@ -50,7 +50,7 @@ async function loadModels() {
     showModels(models);
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
-    ui.modelInfo.hidden = false;
+    ui.modelInfoField.hidden = false;
     ui.modelInfo.textContent = `${sentenceFor(error)} Error code: ${error.code}`;
     if (error.status === 401 || error.status === 403) ui.auth.open = true;
     else setTimeout(loadModels, MODELS_RETRY_MS);

@@ -3,7 +3,13 @@
 
 import { sentenceFor } from "./messages.js";
 
-const percent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1 });
+const percent = new Intl.NumberFormat(undefined, {
+  style: "percent",
+  minimumFractionDigits: 1,
+  maximumFractionDigits: 1,
+});
+// Worth another try as they are: the server was busy, slow or out of reach.
+const RETRIABLE = new Set([0, 429, 502, 503, 504]);
 const millis = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 
 function element(tag, attributes = {}, ...children) {
@@ -79,9 +85,13 @@ export class Card {
       `${sentenceFor(error)} `,
       element("span", { class: "code" }, "Error code: ", element("code", {}, error.code)),
     );
-    const retry = element("button", { type: "button" }, "Try again");
-    retry.addEventListener("click", () => this.onRetry(this));
-    this.body.replaceChildren(message, retry);
+    this.body.replaceChildren(message);
+    if (RETRIABLE.has(error.status)) {
+      const label = `Try ${this.name} again`;
+      const retry = element("button", { type: "button", "aria-label": label }, "Try again");
+      retry.addEventListener("click", () => this.onRetry(this));
+      this.body.append(retry);
+    }
     this.node.classList.add("failed");
     this.node.removeAttribute("aria-busy");
   }
@@ -92,16 +102,25 @@ export class Card {
   }
 }
 
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 function timings(response, roundTripMs) {
   const t = response.timings;
+  const measured = response.cached
+    ? [["Batch", "cached answer"]]
+    : [
+        ["Inference", `${millis.format(t.inference_ms)} ms`],
+        ["Queue", `${millis.format(t.queue_ms)} ms`],
+        ["Decode", `${millis.format(t.decode_ms)} ms`],
+        ["Batch", plural(response.batch_size, "image")],
+      ];
   const entries = [
     ["Model", `${response.model} v${response.version}`],
     ["Server total", `${millis.format(t.total_ms)} ms`],
-    ["Inference", `${millis.format(t.inference_ms)} ms`],
-    ["Queue", `${millis.format(t.queue_ms)} ms`],
-    ["Decode", `${millis.format(t.decode_ms)} ms`],
+    ...measured,
     ["Round trip", `${millis.format(roundTripMs)} ms`],
-    response.cached ? ["Batch", "cached answer"] : ["Batch", `${response.batch_size} image(s)`],
   ];
   const items = entries.flatMap(([term, value]) => [
     element("dt", {}, term),
