@@ -13,11 +13,20 @@ import { sentenceFor } from "./messages.js";
 const PARALLEL = 4;
 const MODELS_RETRY_MS = 2000;
 
-const ui = Object.fromEntries(
-  ["controls", "model-field", "model", "model-info-field", "model-info", "top-k", "auth", "api-key", "file",
-   "status", "results"].map((id) => [id.replace(/-(\w)/g, (_, c) => c.toUpperCase()),
-                                      document.getElementById(id)]),
-);
+const byId = (id) => document.getElementById(id);
+const ui = {
+  controls: byId("controls"),
+  modelField: byId("model-field"),
+  model: byId("model"),
+  modelInfoField: byId("model-info-field"),
+  modelInfo: byId("model-info"),
+  topK: byId("top-k"),
+  auth: byId("auth"),
+  apiKey: byId("api-key"),
+  file: byId("file"),
+  status: byId("status"),
+  results: byId("results"),
+};
 
 let cards = [];
 let run = new AbortController();
@@ -111,8 +120,11 @@ function listenForFiles() {
     ui.file.value = ""; // choosing the same file again still fires "change"
     classifyAll(files);
   });
-  // A drop anywhere on the page counts; without this the browser would open the file.
+  // Files dropped anywhere on the page count; without this the browser would open them.
+  // Other drags (text into the API key field) are left to the browser.
+  const carriesFiles = (event) => event.dataTransfer?.types.includes("Files");
   window.addEventListener("dragover", (event) => {
+    if (!carriesFiles(event)) return;
     event.preventDefault();
     document.body.classList.add("dragging");
   });
@@ -120,9 +132,10 @@ function listenForFiles() {
     if (event.relatedTarget === null) document.body.classList.remove("dragging");
   });
   window.addEventListener("drop", (event) => {
-    event.preventDefault();
     document.body.classList.remove("dragging");
-    classifyAll([...(event.dataTransfer?.files ?? [])]);
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    classifyAll([...event.dataTransfer.files]);
   });
   document.addEventListener("paste", (event) => {
     const files = [...(event.clipboardData?.files ?? [])];
