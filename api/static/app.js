@@ -70,9 +70,11 @@ function updateStatus() {
   const count = (state) => cards.filter((card) => card.state === state).length;
   const [pending, failed] = [count("pending"), count("failed")];
   const images = cards.length === 1 ? "1 image" : `${cards.length} images`;
-  if (pending > 0) ui.status.textContent = `Classifying ${images}… ${cards.length - pending} done.`;
-  else if (failed > 0) ui.status.textContent = `${images}: ${cards.length - failed} classified, ${failed} failed.`;
-  else ui.status.textContent = `${images} classified.`;
+  const done = cards.length - pending;
+  let text = `${images} classified.`;
+  if (pending > 0) text = `Classifying ${images}… ${done} done.`;
+  else if (failed > 0) text = `${images}: ${done - failed} classified, ${failed} failed.`;
+  ui.status.textContent = text;
 }
 
 async function classifyCard(card, options, signal) {

@@ -8,9 +8,9 @@ const percent = new Intl.NumberFormat(undefined, {
   minimumFractionDigits: 1,
   maximumFractionDigits: 1,
 });
+const millis = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 // Worth another try as they are: the server was busy, slow or out of reach.
 const RETRIABLE = new Set([0, 429, 502, 503, 504]);
-const millis = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 
 function element(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
