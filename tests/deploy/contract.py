@@ -3,7 +3,8 @@ commands, settings), read from the code where the code can say it."""
 
 from __future__ import annotations
 
-import click
+from typing import Any
+
 import typer
 
 from shared.cli import app
@@ -50,11 +51,9 @@ def series_names() -> set[str]:
     return names
 
 
-def cli_commands() -> dict[str, click.Command]:
-    """The subcommands `resnet-serve` really has, as click sees them."""
-    group = typer.main.get_command(app)
-    assert isinstance(group, click.Group)
-    return dict(group.commands)
+def cli_commands() -> dict[str, Any]:
+    """The subcommands `resnet-serve` really has, as its click group sees them."""
+    return dict(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
 
 
 def command_problems(argv: list[str]) -> list[str]:

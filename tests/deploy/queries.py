@@ -1,5 +1,5 @@
-"""Every PromQL expression the deploy files run: dashboard panel and variable queries and
-alerting rules, found by walking the files themselves.
+"""Every PromQL expression the deploy files run: dashboard panel and variable queries,
+alerting rules and the KEDA autoscaling query, found by walking the files themselves.
 
 A live test points a real Prometheus at a real service and runs each `Query.promql()`;
 the unit tests check syntax (promtool) and metric names (tests/deploy/contract.py).
@@ -19,6 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+AUTOSCALING = ROOT / "k8s" / "base" / "autoscaling.yaml"
 
 # What Grafana puts in place of its variables before a query reaches Prometheus.
 GRAFANA_DEFAULTS: Mapping[str, str] = {
@@ -34,7 +35,7 @@ _METRIC = re.compile(r"\bresnet_serve_[a-z0-9_]+\b")
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    source: str  # "panel", "variable" or "alert"
+    source: str  # "panel", "variable", "alert" or "keda"
     name: str  # dashboard / panel title / refId, or group / alert name
     expr: str  # as written in the file, Grafana variables unresolved
 
@@ -90,7 +91,19 @@ def alert_queries(path: Path = ALERTS) -> list[Query]:
     ]
 
 
+def keda_queries(path: Path = AUTOSCALING) -> list[Query]:
+    """The Prometheus queries of KEDA ScaledObjects' prometheus triggers."""
+    return [
+        Query("keda", f"{doc['metadata']['name']} / trigger {i}", trigger["metadata"]["query"])
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc["kind"] == "ScaledObject"
+        for i, trigger in enumerate(doc["spec"]["triggers"])
+        if trigger["type"] == "prometheus"
+    ]
+
+
 def all_queries() -> list[Query]:
-    """Every expression in every dashboard and in the alerting rules."""
+    """Every expression in the dashboards, the alerting rules and the KEDA triggers."""
     dashboards = sorted(DASHBOARDS.glob("*.json"))
-    return [q for path in dashboards for q in dashboard_queries(path)] + alert_queries()
+    panels = [q for path in dashboards for q in dashboard_queries(path)]
+    return panels + alert_queries() + keda_queries()

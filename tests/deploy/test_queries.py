@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.deploy.contract import series_names
-from tests.deploy.queries import ALERTS, DASHBOARDS, Query, all_queries, dashboard_queries
+from tests.deploy.queries import ALERTS, DASHBOARDS, ROOT, Query, all_queries, dashboard_queries
 from tests.deploy.tools import run
 
 DASHBOARD = DASHBOARDS / "resnet-serve.json"
@@ -26,6 +26,10 @@ def test_finds_every_panel_target_variable_and_rule() -> None:
     assert sum(q.source == "variable" for q in queries) == text.count("label_values(") // 2
     assert sum(q.source == "alert" for q in queries) == len(
         re.findall(r"^\s+expr:", ALERTS.read_text(), re.MULTILINE)
+    )
+    autoscaling = (ROOT / "k8s" / "base" / "autoscaling.yaml").read_text()
+    assert sum(q.source == "keda" for q in queries) == len(
+        re.findall(r"^        query:", autoscaling, re.MULTILINE)
     )
     assert len({q.name for q in queries}) == len(queries), "query names must be unique"
 
