@@ -42,7 +42,7 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 def series_names() -> set[str]:
     """Every series name Prometheus can hold for METRICS (histograms as _bucket/_sum/_count)."""
-    names = set()
+    names: set[str] = set()
     for name, kind in METRICS.items():
         if kind == "histogram":
             names.update(name + suffix for suffix in HISTOGRAM_SUFFIXES)

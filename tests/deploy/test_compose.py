@@ -22,12 +22,14 @@ SECRETS = {"REDIS_PASSWORD": "0123abcd" * 4, "GRAFANA_ADMIN_PASSWORD": "grafana-
 SERVICE = ("gateway", "worker", "worker-cpu", "jobs-worker")  # run `resnet-serve ...`
 
 
-def compose(*args: str, path: Path = COMPOSE, **env: str) -> subprocess.CompletedProcess[str]:
+def compose(
+    *args: str, path: Path = COMPOSE, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
     return subprocess.run(
         [tool("docker-compose"), "-f", str(path), "--profile", "gpu", "--profile", "cpu", *args],
         cwd=ROOT,
-        env=clean | env,
+        env=clean | (env or {}),
         capture_output=True,
         text=True,
         timeout=60,
@@ -38,7 +40,7 @@ def compose(*args: str, path: Path = COMPOSE, **env: str) -> subprocess.Complete
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
     """The file as Compose resolves it: anchors merged, variables interpolated."""
-    result = compose("config", "--format", "json", **SECRETS)
+    result = compose("config", "--format", "json", env=SECRETS)
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
 
@@ -48,14 +50,15 @@ def test_compose_validates_and_requires_its_secrets() -> None:
     assert missing.returncode != 0
     assert "required variable REDIS_PASSWORD is missing" in missing.stderr
     assert "required variable GRAFANA_ADMIN_PASSWORD is missing" in missing.stderr
-    assert compose("config", "--quiet", **SECRETS).returncode == 0
+    assert compose("config", "--quiet", env=SECRETS).returncode == 0
 
 
 def test_compose_rejects_what_the_spec_does_not_know(tmp_path: Path) -> None:
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(COMPOSE.read_text().replace("    healthcheck:", "    healthchek:", 1))
-    result = compose("config", "--quiet", path=broken, **SECRETS)
-    assert result.returncode != 0 and "healthchek" in result.stderr
+    result = compose("config", "--quiet", path=broken, env=SECRETS)
+    assert result.returncode != 0
+    assert "healthchek" in result.stderr
 
 
 def test_services_and_profiles(config: dict[str, Any]) -> None:
@@ -64,7 +67,8 @@ def test_services_and_profiles(config: dict[str, Any]) -> None:
     assert services["worker"]["profiles"] == ["gpu"]
     assert services["worker-cpu"]["profiles"] == ["cpu"]
     [device] = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert device["driver"] == "nvidia"
+    assert device["capabilities"] == ["gpu"]
     dockerfiles = {name: services[name]["build"]["dockerfile"] for name in SERVICE}
     assert dockerfiles == {
         "gateway": "deploy/Dockerfile.gateway",
@@ -80,13 +84,15 @@ def test_every_service_has_a_health_check_and_waits_for_health(config: dict[str,
     services = config["services"]
     for name, service in services.items():
         test = service["healthcheck"]["test"]
-        assert test[0] == "CMD" and len(test) > 1, name
+        assert test[0] == "CMD", name
+        assert len(test) > 1, name
     for name in SERVICE:
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
         # The service's own check: the real CLI's --check, or the gateway's /healthz.
         test = services[name]["healthcheck"]["test"][1:]
         if test[0] == "resnet-serve":
-            assert command_problems(test) == [] and test[-1] == "--check"
+            assert command_problems(test) == []
+            assert test[-1] == "--check"
         else:
             assert "/healthz" in test[-1]
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
@@ -114,9 +120,9 @@ def test_environment_names_are_settings(config: dict[str, Any]) -> None:
         url = env["RESNET_SERVE_REDIS_URL"]
         assert url == f"redis://:{SECRETS['REDIS_PASSWORD']}@redis:6379/0", name
     redis = config["services"]["redis"]
-    assert redis["command"][redis["command"].index("--requirepass") + 1] == SECRETS[
-        "REDIS_PASSWORD"
-    ]
+    assert (
+        redis["command"][redis["command"].index("--requirepass") + 1] == SECRETS["REDIS_PASSWORD"]
+    )
     assert "noeviction" in redis["command"]
 
 
@@ -155,7 +161,8 @@ def test_drain_fits_in_the_stop_grace_period(config: dict[str, Any]) -> None:
 def test_read_only_containers_get_a_writable_tmp(config: dict[str, Any]) -> None:
     for name in SERVICE:
         service = config["services"][name]
-        assert service["read_only"] is True and service["tmpfs"] == ["/tmp"], name
+        assert service["read_only"] is True, name
+        assert service["tmpfs"] == ["/tmp"], name
 
 
 def test_monitoring_mounts_match_the_provisioning(config: dict[str, Any]) -> None:

@@ -40,7 +40,7 @@ def test_hadolint_does_flag_a_bad_dockerfile(tmp_path: Path) -> None:
 def test_pinned_bases_non_root_and_health_checked(path: Path) -> None:
     dockerfile = Dockerfile(path)
     for stage in dockerfile.stages:
-        name, _, tag = stage.base.partition(":")
+        _name, _, tag = stage.base.partition(":")
         assert re.fullmatch(r"\d+\.\d+\.\d+[\w.-]*", tag), f"{stage.base}: pin a full version"
     assert "@sha256:<digest>" in path.read_text(), "say how to pin the digest"
     final = dockerfile.final
@@ -51,7 +51,9 @@ def test_pinned_bases_non_root_and_health_checked(path: Path) -> None:
     assert command_problems(cmd) == []
     check = final.exec_form("HEALTHCHECK")
     if check[0] == "resnet-serve":
-        assert command_problems(check) == [] and check[1] == cmd[1] and check[-1] == "--check"
+        assert command_problems(check) == []
+        assert check[1] == cmd[1]
+        assert check[-1] == "--check"
     else:
         assert "/healthz" in check[-1]
     # Multi-stage: the runtime stage copies an installed venv, never the source tree.
@@ -103,32 +105,38 @@ def test_workers_bake_weights_with_the_real_export_command(path: Path) -> None:
 
 def test_torch_pins_match_the_worker_extra() -> None:
     pins = {
-        re.split(r"[=<>\[]", r)[0]: r for r in PYPROJECT["project"]["optional-dependencies"]["worker"]
+        re.split(r"[=<>\[]", r)[0]: r
+        for r in PYPROJECT["project"]["optional-dependencies"]["worker"]
     }
     for path in DOCKERFILES[1:]:
         text = path.read_text()
-        assert pins["torch"] in text and pins["torchvision"] in text, path.name
+        assert pins["torch"] in text, path.name
+        assert pins["torchvision"] in text, path.name
         assert '".[worker]"' in text or '".[${extras}]"' in text
 
 
 def test_gateway_image_has_no_torch() -> None:
     base = " ".join(PYPROJECT["project"]["dependencies"])
-    assert "torch" not in base and "onnx" not in base
+    assert "torch" not in base
+    assert "onnx" not in base
     installs = [a for k, a in Dockerfile(DOCKERFILES[0]).instructions if "pip install" in a]
     assert installs == ["/opt/venv/bin/pip install ."]
 
 
 def test_build_context_is_exactly_what_the_images_copy() -> None:
     sent = build_context()
-    copied = set()
+    copied: set[str] = set()
     for path in DOCKERFILES:
         for stage in Dockerfile(path).stages:
             for args in stage.all("COPY"):
                 if not args.startswith("--from"):
-                    copied.update(src.replace("${WEIGHTS_DIR}", "deploy/weights").strip("/")
-                                  for src in args.split()[:-1])
+                    copied.update(
+                        src.replace("${WEIGHTS_DIR}", "deploy/weights").strip("/")
+                        for src in args.split()[:-1]
+                    )
     assert copied == {"pyproject.toml", "README.md", "api", "shared", "worker", "deploy/weights"}
     expected = {f for f in sent if f in copied or f.split("/")[0] in copied}
     assert sent == expected | {f for f in sent if f.startswith("deploy/weights/")}
-    assert "pyproject.toml" in sent and any(f.startswith("api/") for f in sent)
+    assert "pyproject.toml" in sent
+    assert any(f.startswith("api/") for f in sent)
     assert not any(f.startswith(("tests/", "benchmarks/", ".ci/", "k8s/")) for f in sent)

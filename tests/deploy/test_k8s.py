@@ -171,7 +171,8 @@ def test_gpu_overlay_gives_each_worker_one_gpu() -> None:
     assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 300
     # Everything but the worker is the same as in base.
     others = [d for d in gpu if d["metadata"]["name"] != "worker" or d["kind"] != "Deployment"]
-    assert len(others) == len(base) - 1 and all(d in base for d in others)
+    assert len(others) == len(base) - 1
+    assert all(d in base for d in others)
 
 
 def test_only_service_pods_reach_redis() -> None:
@@ -214,34 +215,46 @@ def test_services_budgets_and_monitors_select_real_pods() -> None:
         selected = targets({"matchLabels": service["spec"]["selector"]})
         assert len(selected) == 1, service["metadata"]["name"]
         port_names = {
-            p["name"] for c in pods[selected.pop()]["spec"]["template"]["spec"]["containers"]
+            p["name"]
+            for c in pods[selected.pop()]["spec"]["template"]["spec"]["containers"]
             for p in c["ports"]
         }
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
-    budgets = {d["metadata"]["name"]: targets(d["spec"]["selector"]) for d in docs
-               if d["kind"] == "PodDisruptionBudget"}
+    budgets = {
+        d["metadata"]["name"]: targets(d["spec"]["selector"])
+        for d in docs
+        if d["kind"] == "PodDisruptionBudget"
+    }
     assert budgets == {"gateway": {"gateway"}, "worker": {"worker"}}
     for monitor in (d for d in docs if d["kind"] == "ServiceMonitor"):
         services = [
-            s for s in docs
-            if s["kind"] == "Service" and selects(monitor["spec"]["selector"], s["metadata"]["labels"])
+            s
+            for s in docs
+            if s["kind"] == "Service"
+            and selects(monitor["spec"]["selector"], s["metadata"]["labels"])
         ]
         assert len(services) == 1, monitor["metadata"]["name"]
         service_ports = {p["name"] for p in services[0]["spec"]["ports"]}
         for endpoint in monitor["spec"]["endpoints"]:
-            assert endpoint["port"] in service_ports and endpoint["path"] == "/metrics"
+            assert endpoint["port"] in service_ports
+            assert endpoint["path"] == "/metrics"
 
 
 def test_autoscalers() -> None:
     docs = render("k8s/base")
     hpa = find(docs, "HorizontalPodAutoscaler", "gateway")["spec"]
-    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gateway"}
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "gateway",
+    }
     assert hpa["minReplicas"] >= 2
     assert hpa["metrics"][0]["resource"]["name"] == "cpu"
     scaled = find(docs, "ScaledObject", "worker")["spec"]
     assert find(docs, "Deployment", scaled["scaleTargetRef"]["name"])
     [trigger] = scaled["triggers"]
-    assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
+    assert trigger["type"] == "prometheus"
+    assert trigger["metricType"] == "AverageValue"
     # threshold 1 with AverageValue: replicas = workers_needed.
     assert trigger["metadata"]["query"] == KEDA_QUERY
     assert trigger["metadata"]["threshold"] == "1"
