@@ -137,6 +137,7 @@ def test_ports_match_the_settings_and_prometheus(config: dict[str, Any]) -> None
     for name in ("worker", "worker-cpu"):
         env = services[name]["environment"]
         assert int(env["RESNET_SERVE_WORKER_METRICS_PORT"]) == metrics_port
+        assert env["RESNET_SERVE_HOST"] == "0.0.0.0"  # the metrics server's bind
     scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     jobs = {job["job_name"]: job["dns_sd_configs"][0] for job in scrape["scrape_configs"][:2]}
     assert jobs["resnet-serve-gateway"] == {"names": ["gateway"], "type": "A", "port": 8000}

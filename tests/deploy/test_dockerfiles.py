@@ -75,6 +75,7 @@ def test_settings_and_ports_match_the_code(path: Path) -> None:
     if "worker" in path.name:
         assert exposed == [setting_default("worker_metrics_port")]
         assert int(final_env["RESNET_SERVE_WORKER_METRICS_PORT"]) == exposed[0]
+        assert final_env["RESNET_SERVE_HOST"] == "0.0.0.0"  # the metrics server's bind
     else:
         assert exposed == [setting_default("port")] == [int(final_env["RESNET_SERVE_PORT"])]
         assert final_env["RESNET_SERVE_HOST"] == "0.0.0.0"

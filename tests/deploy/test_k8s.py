@@ -150,6 +150,7 @@ def test_worker_probes_metrics_and_drain(kustomization: str) -> None:
     port = next(p["containerPort"] for p in c["ports"] if p["name"] == "metrics")
     assert port == int(env_value(c, "RESNET_SERVE_WORKER_METRICS_PORT"))
     assert port == setting_default("worker_metrics_port")
+    assert env_value(c, "RESNET_SERVE_HOST") == "0.0.0.0"  # the metrics server's bind
     # A worker finishes and acknowledges its batch within ~15 s of SIGTERM.
     assert 20 <= worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] <= 60
     jobs = container(find(docs, "Deployment", "jobs-worker"))
