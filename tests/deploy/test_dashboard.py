@@ -8,6 +8,7 @@ import re
 
 import yaml
 
+from shared.metrics import Metrics
 from tests.deploy.contract import METRICS
 from tests.deploy.queries import DASHBOARDS, dashboard_queries
 from tests.deploy.tools import ROOT
@@ -80,3 +81,13 @@ def test_the_panels_the_issue_asks_for() -> None:
     assert "resnet_serve_workers{" in workers
     assert "resnet_serve_workers_needed{" in workers
     assert 'resnet_serve_cache_lookups_total{result="hit"}' in _exprs("cache hit ratio")
+
+
+def test_the_contract_is_what_the_code_registers() -> None:
+    """METRICS (what dashboards and alerts may use) is exactly what shared/metrics.py
+    registers: a metric added there shows up here, to be put on the dashboard."""
+    registered = {
+        f.name + ("_total" if f.type == "counter" else ""): f.type
+        for f in Metrics().registry.collect()
+    }
+    assert registered == METRICS
