@@ -47,9 +47,46 @@ class Query:
 
         return _VARIABLE.sub(value, self.expr)
 
+    def probe(self, variables: Mapping[str, str] = GRAFANA_DEFAULTS) -> str:
+        """An expression that returns series whenever this one's inputs exist.
+
+        An alert expression is empty while the alert does not fire; with `bool` on its
+        top-level comparison it returns 0 or 1 instead, so "returns data" checks that
+        the metrics it compares are there. Other queries are returned as they are.
+        """
+        expr = self.promql(variables)
+        if self.source != "alert":
+            return expr
+        at = _top_level_comparison(expr)
+        assert at is not None, f"{self.name}: no top-level comparison in {expr!r}"
+        return f"{expr[: at[1]]} bool{expr[at[1] :]}"
+
     def metrics(self) -> set[str]:
         """The resnet_serve_* series names the expression selects."""
         return set(_METRIC.findall(self.expr))
+
+
+def _top_level_comparison(expr: str) -> tuple[int, int] | None:
+    """Span of the last comparison operator outside (), {}, [] and quotes."""
+    depth, quote, found, i = 0, "", None, 0
+    while i < len(expr):
+        c = expr[i]
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c in "({[":
+            depth += 1
+        elif c in ")}]":
+            depth -= 1
+        elif depth == 0 and c in "<>=!":
+            width = 2 if expr[i : i + 2] in ("==", "!=", ">=", "<=") else 1
+            if expr[i : i + width] in ("==", "!=", ">=", "<=", ">", "<"):
+                found = (i, i + width)
+            i += width
+            continue
+        i += 1
+    return found
 
 
 def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

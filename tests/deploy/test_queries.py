@@ -64,10 +64,21 @@ def test_every_expression_uses_contract_metrics_only() -> None:
         assert q.metrics() <= allowed, f"{q.name}: not in the contract: {q.metrics() - allowed}"
 
 
+def test_alert_probes_return_data_while_quiet() -> None:
+    query = Query("alert", "x", 'max by (m) (a{l=~"x>y"}) - min(b[5m] offset 1m) > 0.5')
+    assert query.probe() == 'max by (m) (a{l=~"x>y"}) - min(b[5m] offset 1m) > bool 0.5'
+    assert Query("alert", "x", "a == 0").probe() == "a == bool 0"
+    assert Query("alert", "x", "a >= on (m) b").probe() == "a >= bool on (m) b"
+    assert Query("panel", "x", "a > 0").probe() == "a > 0"
+    with pytest.raises(AssertionError, match="no top-level comparison"):
+        Query("alert", "x", 'sum(a{b!="c"} > 1)').probe()
+
+
 def test_every_expression_parses(tmp_path: Path) -> None:
-    """promtool parses each expression as a recording rule: a syntax error in any panel
-    query fails here, without a Prometheus server."""
-    rules = [{"record": f"check:q{i}", "expr": q.promql()} for i, q in enumerate(all_queries())]
+    """promtool parses each expression (and each alert's probe) as a recording rule: a
+    syntax error in any panel query fails here, without a Prometheus server."""
+    exprs = [q.promql() for q in all_queries()] + [q.probe() for q in all_queries()]
+    rules = [{"record": f"check:q{i}", "expr": expr} for i, expr in enumerate(exprs)]
     path = tmp_path / "panels.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
     output = run("promtool", "check", "rules", str(path))
