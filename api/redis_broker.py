@@ -182,8 +182,9 @@ class RedisBroker:
         backoff = Backoff()
         while True:
             try:
-                popped = await self._blocking.blmpop(
-                    REPLY_BLOCK_S, 1, self.reply_to, direction="LEFT", count=256
+                # BLMPOP: up to 256 replies per round trip (redis-py 5 mistypes blmpop).
+                popped = await self._blocking.execute_command(
+                    "BLMPOP", REPLY_BLOCK_S, 1, self.reply_to, "LEFT", "COUNT", 256
                 )
             except RedisError as exc:
                 self._reachable = False
