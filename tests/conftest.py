@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.servers import Server, run_server
+from tests.redis_server import RedisServer, run_redis
+from tests.servers import Server, run_server, server_env
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -33,4 +36,22 @@ def lite_server(home: Path, logs: Path) -> Iterator[Server]:
 def resnet_server(home: Path, logs: Path) -> Iterator[Server]:
     """The default model, resnet18, with explicitly random weights (plumbing only)."""
     with run_server(home, logs, "--weights", "random", max_batch_wait_ms="10") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def resnet_artifact(home: Path) -> None:
+    """Build the random-weights resnet18 artifact once, so workers start in seconds and
+    never race to build it."""
+    subprocess.run(
+        [sys.executable, "-m", "shared.cli", "export", "--weights", "random"],
+        env=server_env(home),
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    with run_redis(tmp_path / "redis") as server:
         yield server

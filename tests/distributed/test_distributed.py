@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.distributed.conftest import (
+from tests.cluster import (
     MODEL,
     NAMESPACE,
     classify,

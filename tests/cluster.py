@@ -1,9 +1,8 @@
-"""Distributed mode under test: real redis-server, `resnet-serve api` and `worker` processes."""
+"""Distributed mode under test: `resnet-serve api` and `worker` processes around a real
+redis-server (fixtures `redis_server` and `resnet_artifact` in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,33 +10,14 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.images import crops, encode
-from tests.redis_server import RedisServer, run_redis
-from tests.servers import Server, Worker, run_server, server_env, start_worker, stop_process
+from tests.redis_server import RedisServer
+from tests.servers import Server, Worker, run_server, start_worker, stop_process
 
 NAMESPACE = "resnet-serve"
 MODEL = "resnet18"
 RANDOM = ("--weights", "random")
-
-
-@pytest.fixture(scope="session")
-def resnet_artifact(home: Path) -> None:
-    """Build the random-weights resnet18 artifact once, so workers start in seconds and
-    never race to build it."""
-    subprocess.run(
-        [sys.executable, "-m", "shared.cli", "export", *RANDOM],
-        env=server_env(home),
-        check=True,
-        capture_output=True,
-    )
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with run_redis(tmp_path / "redis") as server:
-        yield server
 
 
 def wait_until(condition: Callable[[], object], timeout_s: float = 60, what: str = "") -> None:
