@@ -20,20 +20,42 @@ class RedisServer:
     port: int
     directory: Path
     password: str | None = None
+    tls: bool = False  # serve TLS only, with a certificate from a test CA (`ca_file`)
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "ca.pem"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.password, socket_timeout=5)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.ca_file)} if self.tls else {}
+        return redis.Redis(port=self.port, password=self.password, socket_timeout=5, **tls)
+
+    def _tls_arguments(self) -> list[str]:
+        import trustme
+
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        server = ca.issue_cert("127.0.0.1", "localhost")
+        server.cert_chain_pems[0].write_to_path(str(self.directory / "server.pem"))
+        server.private_key_pem.write_to_path(str(self.directory / "server.key"))
+        return [
+            "--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no",
+            "--tls-cert-file", str(self.directory / "server.pem"),
+            "--tls-key-file", str(self.directory / "server.key"),
+        ]  # fmt: skip
 
     def start(self) -> None:
         executable = shutil.which("redis-server")
         assert executable, "redis-server is not installed (.ci/run installs it)"
-        command = [executable, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command = [executable, "--bind", "127.0.0.1"]
+        command += self._tls_arguments() if self.tls else ["--port", str(self.port)]
         command += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
         if self.password:
             command += ["--requirepass", self.password]
@@ -56,9 +78,11 @@ class RedisServer:
 
 
 @contextmanager
-def run_redis(directory: Path, password: str | None = None) -> Iterator[RedisServer]:
+def run_redis(
+    directory: Path, password: str | None = None, *, tls: bool = False
+) -> Iterator[RedisServer]:
     directory.mkdir(parents=True, exist_ok=True)
-    server = RedisServer(free_port(), directory, password)
+    server = RedisServer(free_port(), directory, password, tls)
     server.start()
     try:
         yield server

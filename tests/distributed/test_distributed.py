@@ -274,6 +274,16 @@ def test_password_protected_redis_and_no_secret_in_logs(
     assert secret not in worker_log
 
 
+def test_tls_redis_with_a_password(home: Path, logs: Path, tmp_path: Path) -> None:
+    from tests.redis_server import run_redis
+
+    with run_redis(tmp_path / "redis", password="tls-pass", tls=True) as redis_server:
+        assert redis_server.url.startswith("rediss://")
+        ca = {"redis_ca_file": str(redis_server.ca_file)}
+        with cluster(home, logs, redis_server, **ca) as (server, _):
+            assert classify(server, images(1)[0]).status_code == 200
+
+
 def test_worker_check_reports_liveness(home: Path, logs: Path, redis_server: RedisServer) -> None:
     env = server_env(home, redis_url=redis_server.url, heartbeat_interval_s="0.5")
     check = [sys.executable, "-m", "shared.cli", "worker", "--check"]
