@@ -96,6 +96,7 @@ class BatchRunner:
                     queue_ms=(now - job.enqueued_at) * 1000,
                     inference_ms=elapsed * 1000,
                     batch_size=len(live),
+                    scores=row if job.full_scores else None,
                 ),
             )
 
