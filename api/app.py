@@ -13,7 +13,7 @@ from api.cache import ResponseCache
 from api.decoding import DecodePool
 from api.errors import install_error_handlers
 from api.middleware import RequestContext
-from api.routes import classify, health
+from api.routes import classify, health, kserve
 from api.service import Classifier
 from shared.broker import Broker
 from shared.metrics import Metrics
@@ -61,6 +61,7 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
     )
     app.include_router(classify.router)
     app.include_router(health.router)
+    app.include_router(kserve.router)
     install_error_handlers(app)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -1,0 +1,208 @@
+"""KServe v2 (Open Inference Protocol) bodies, as the REST specification names them.
+
+https://github.com/kserve/open-inference-protocol (inference_rest.md), with Triton's
+binary tensor data and classification extensions.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The specification allows string, number or boolean values; bool comes first so that
+# JSON `true` stays a bool and `1` stays an int (pydantic's smart union picks exact types).
+Parameters = dict[str, bool | int | float | str]
+Shape = list[Annotated[int, Field(ge=0)]]
+
+_BASE64_EXAMPLE = "/9j/4AAQSkZJRgABAQ...(a whole JPEG file, base64)"
+
+
+class ServerMetadata(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "resnet-serve",
+                    "version": "0.1.0",
+                    "extensions": ["binary_tensor_data", "classification"],
+                }
+            ]
+        }
+    )
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str = Field(examples=["images"])
+    datatype: str = Field(examples=["BYTES"])
+    shape: list[int] = Field(description="-1 marks a variable dimension", examples=[[-1]])
+
+
+class ModelMetadata(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "resnet18",
+                    "versions": ["1"],
+                    "platform": "onnxruntime_onnx",
+                    "inputs": [
+                        {"name": "images", "datatype": "BYTES", "shape": [-1]},
+                        {"name": "pixels", "datatype": "UINT8", "shape": [-1, 224, 224, 3]},
+                    ],
+                    "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 1000]}],
+                }
+            ]
+        }
+    )
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class RequestInput(BaseModel):
+    name: str = Field(examples=["images"])
+    shape: Shape = Field(examples=[[1]])
+    datatype: str = Field(examples=["BYTES"])
+    parameters: Parameters = Field(
+        default_factory=dict,
+        description="`binary_data_size`: this tensor's bytes follow the JSON header",
+    )
+    data: list[Any] | None = Field(
+        None,
+        description="Row-major elements, flat or nested. BYTES elements are base64 strings. "
+        "Absent when the tensor travels as binary data.",
+        examples=[[_BASE64_EXAMPLE]],
+    )
+
+
+class RequestOutput(BaseModel):
+    name: str = Field(examples=["probabilities"])
+    parameters: Parameters = Field(
+        default_factory=dict,
+        description="`classification`: k for top-k 'score:index:label' strings; "
+        "`binary_data`: true for binary tensor data",
+        examples=[{"classification": 3}],
+    )
+
+
+class InferenceRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "42",
+                    "inputs": [
+                        {
+                            "name": "images",
+                            "shape": [1],
+                            "datatype": "BYTES",
+                            "data": [_BASE64_EXAMPLE],
+                        }
+                    ],
+                    "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
+                }
+            ]
+        }
+    )
+
+    id: str | None = None
+    parameters: Parameters = Field(
+        default_factory=dict,
+        description="`binary_data_output`: all outputs as binary data; "
+        "`timeout`: microseconds, shortens the server's deadline",
+    )
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Parameters | None = None
+    data: list[Any] | None = Field(
+        None, description="Absent when the output travels as binary data"
+    )
+
+
+class InferenceResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_name": "resnet18",
+                    "model_version": "1",
+                    "id": "42",
+                    "outputs": [
+                        {
+                            "name": "probabilities",
+                            "shape": [1, 3],
+                            "datatype": "BYTES",
+                            "data": [
+                                "0.71:285:Egyptian cat",
+                                "0.17:281:tabby",
+                                "0.09:282:tiger cat",
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: Parameters | None = None
+    outputs: list[ResponseOutput]
+
+
+class ErrorResponse(BaseModel):
+    """The protocol's error body: one descriptive string."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"error": "model 'resnet50' is not served here"}]}
+    )
+
+    error: str
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema with its `$defs` substituted in place: a request body given
+    through `openapi_extra` is not added to the document's components by FastAPI."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
