@@ -14,9 +14,9 @@ import zlib
 from collections.abc import AsyncIterable
 from typing import Any
 
+from api.kserve_schemas import HEADER_LENGTH
 from shared.errors import InvalidTensor, PayloadTooLarge, UnsupportedMediaType
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
 _LENGTH = struct.Struct("<I")
 # zlib's wbits: 16 + 15 reads a gzip stream, 15 a zlib ("deflate" in HTTP) stream.
 _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
@@ -24,7 +24,7 @@ _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 
 async def read_body(chunks: AsyncIterable[bytes], declared: str | None, limit: int) -> bytes:
     """The whole body, refused past `limit` bytes whatever Content-Length claims."""
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
     parts: list[bytes] = []
     seen = 0
@@ -58,10 +58,14 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     return data
 
 
-def split(body: bytes, header_length: int | None) -> tuple[bytes, memoryview]:
-    """(JSON header, binary tensor data that follows it)."""
-    if header_length is None:
+def split(body: bytes, declared: str | None) -> tuple[bytes, memoryview]:
+    """(JSON header, binary tensor data that follows it), as the header length declares."""
+    if declared is None:
         return body, memoryview(b"")
+    declared = declared.strip()
+    if not (declared.isascii() and declared.isdigit()):
+        raise InvalidTensor(f"{HEADER_LENGTH} must be a byte count, not {declared!r}")
+    header_length = int(declared)
     if header_length > len(body):
         raise InvalidTensor(
             f"{HEADER_LENGTH} is {header_length} but the body has only {len(body)} bytes"

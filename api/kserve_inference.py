@@ -10,44 +10,25 @@ Each image becomes one `Job` for the broker, so v2 requests share batches with /
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import math
-from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from api.kserve_codec import BinaryData, flatten, pack_bytes, unpack_bytes
-from api.kserve_schemas import (
-    InferenceRequest,
-    ModelMetadata,
-    RequestInput,
-    RequestOutput,
-    TensorMetadata,
-)
+from api.kserve_codec import BinaryData, pack_bytes
+from api.kserve_schemas import InferenceRequest, ModelMetadata, RequestOutput, TensorMetadata
+from api.kserve_tensors import IMAGES, PIXELS, count, flag, gather_all, input_images
 from api.service import Classifier
-from shared.errors import (
-    InferenceFailed,
-    InvalidTensor,
-    PayloadTooLarge,
-    ServeError,
-    TooManyFiles,
-)
+from shared.errors import InferenceFailed, InvalidTensor
 from shared.jobs import Job, ModelInfo, Result
-from shared.preprocess import PreprocessConfig
 
-IMAGES, PIXELS, PROBABILITIES = "images", "pixels", "probabilities"
+PROBABILITIES = "probabilities"
 # Triton's platform names, so tools that look at `platform` recognise the artifact.
 _PLATFORMS = {
     "onnxruntime": "onnxruntime_onnx",
     "torchscript": "pytorch_libtorch",
     "tensorrt": "tensorrt_plan",
 }
-
-T = TypeVar("T")
 
 
 def metadata(info: ModelInfo) -> ModelMetadata:
@@ -71,31 +52,15 @@ class OutputRequest:
     binary: bool
 
 
-def _flag(parameters: dict[str, Any], name: str, default: bool) -> bool:
-    value = parameters.get(name, default)
-    if not isinstance(value, bool):
-        raise InvalidTensor(f"parameter {name!r} must be a boolean, not {value!r}")
-    return value
-
-
-def _count(parameters: dict[str, Any], name: str, where: str) -> int | None:
-    value = parameters.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidTensor(f"{where}: parameter {name!r} must be a non-negative integer")
-    return value
-
-
 def timeout_us(request: InferenceRequest) -> int | None:
     """Triton's `timeout` request parameter: microseconds the client is willing to wait."""
-    return _count(request.parameters, "timeout", "request")
+    return count(request.parameters, "timeout", "request")
 
 
 def output_requests(request: InferenceRequest, info: ModelInfo) -> list[OutputRequest]:
     """What to answer; no `outputs` means every output, as JSON unless
     `binary_data_output` says otherwise."""
-    default_binary = _flag(request.parameters, "binary_data_output", False)
+    default_binary = flag(request.parameters, "binary_data_output", False)
     wanted = request.outputs or [RequestOutput(name=PROBABILITIES)]
     if len({o.name for o in wanted}) != len(wanted):
         raise InvalidTensor("each output may be requested once")
@@ -103,148 +68,28 @@ def output_requests(request: InferenceRequest, info: ModelInfo) -> list[OutputRe
     for output in wanted:
         if output.name != PROBABILITIES:
             raise InvalidTensor(f"unknown output {output.name!r}; this model has {PROBABILITIES!r}")
-        k = _count(output.parameters, "classification", f"output {output.name!r}") or 0
+        k = count(output.parameters, "classification", f"output {output.name!r}") or 0
         if k > info.num_classes:
             raise InvalidTensor(
                 f"classification asks for {k} classes; the model has {info.num_classes}"
             )
-        binary = _flag(output.parameters, "binary_data", default_binary)
+        binary = flag(output.parameters, "binary_data", default_binary)
         answers.append(OutputRequest(output.name, k, binary))
     return answers
 
 
-async def input_images(
-    request: InferenceRequest, binary: BinaryData, classifier: Classifier, info: ModelInfo
-) -> list[np.ndarray]:
-    """The model-ready uint8 [S, S, 3] crops the request's one input carries."""
-    if len(request.inputs) != 1:
-        names = [tensor.name for tensor in request.inputs]
-        raise InvalidTensor(
-            f"send exactly one input, {IMAGES!r} (BYTES, encoded images) or {PIXELS!r} "
-            f"(UINT8, preprocessed); got {names}"
-        )
-    tensor = request.inputs[0]
-    size = _count(tensor.parameters, "binary_data_size", f"input {tensor.name!r}")
-    if size is not None and tensor.data is not None:
-        raise InvalidTensor(f"input {tensor.name!r} has both data and binary_data_size")
-    raw = binary.take(size, tensor.name) if size is not None else None
-    binary.check_consumed()
-    if tensor.name == IMAGES:
-        return await _decode(tensor, raw, classifier, info)
-    if tensor.name == PIXELS:
-        return _pixels(tensor, raw, info.input_size, classifier.settings.max_files_per_request)
-    raise InvalidTensor(f"unknown input {tensor.name!r}; this model takes {IMAGES!r} or {PIXELS!r}")
-
-
-def _check(tensor: RequestInput, datatype: str, count: int, max_count: int) -> None:
-    if tensor.datatype != datatype:
-        raise InvalidTensor(f"input {tensor.name!r} must be {datatype}, not {tensor.datatype}")
-    if count == 0:
-        raise InvalidTensor(f"input {tensor.name!r} holds no image")
-    if count > max_count:
-        raise TooManyFiles(f"at most {max_count} images per request, got {count}")
-
-
-def _base64(element: object, index: int) -> bytes:
-    if not isinstance(element, str):
-        raise InvalidTensor(f"input {IMAGES!r} element {index} must be a base64 string")
-    try:
-        return base64.b64decode(element, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidTensor(f"input {IMAGES!r} element {index} is not valid base64: {exc}") from exc
-
-
-async def _decode(
-    tensor: RequestInput, raw: memoryview | None, classifier: Classifier, info: ModelInfo
-) -> list[np.ndarray]:
-    shape = tensor.shape
-    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-        raise InvalidTensor(f"input {IMAGES!r} must have shape [N] or [N, 1], not {shape}")
-    settings = classifier.settings
-    _check(tensor, "BYTES", shape[0], settings.max_files_per_request)
-    if raw is not None:
-        files = unpack_bytes(raw, tensor.name)
-    elif tensor.data is not None:
-        files = [_base64(element, i) for i, element in enumerate(flatten(tensor.data))]
-    else:
-        raise InvalidTensor(f"input {IMAGES!r} has neither data nor binary_data_size")
-    if len(files) != shape[0]:
-        raise InvalidTensor(f"input {IMAGES!r} has shape {shape} but {len(files)} elements")
-    for i, data in enumerate(files):
-        if len(data) > settings.max_upload_bytes:
-            raise PayloadTooLarge(
-                f"input {IMAGES!r} element {i} is larger than {settings.max_upload_bytes} bytes"
-            )
-    config = PreprocessConfig(
-        resize_size=info.resize_size,
-        crop_size=info.input_size,
-        max_pixels=settings.max_image_pixels,
-        jpeg_draft=settings.jpeg_draft,
-    )
-    decoded = await _all((classifier.pool.preprocess(data, config) for data in files), IMAGES)
-    return [image for image, _ in decoded]
-
-
-def _pixels(
-    tensor: RequestInput, raw: memoryview | None, size: int, max_count: int
-) -> list[np.ndarray]:
-    shape = tensor.shape
-    if len(shape) != 4 or shape[1:] != [size, size, 3]:
-        raise InvalidTensor(f"input {PIXELS!r} must have shape [N, {size}, {size}, 3], not {shape}")
-    _check(tensor, "UINT8", shape[0], max_count)
-    if raw is not None:
-        if len(raw) != math.prod(shape):
-            raise InvalidTensor(
-                f"input {PIXELS!r} has shape {shape} but {len(raw)} bytes of binary data"
-            )
-        array = np.frombuffer(raw, dtype=np.uint8).reshape(shape)
-    elif tensor.data is not None:
-        array = _uint8(tensor.data, shape)
-    else:
-        raise InvalidTensor(f"input {PIXELS!r} has neither data nor binary_data_size")
-    return list(array)
-
-
-def _uint8(data: list[Any], shape: list[int]) -> np.ndarray:
-    try:
-        array = np.asarray(data)
-    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise InvalidTensor(f"input {PIXELS!r}: the data is not a regular array: {exc}") from exc
-    if array.dtype.kind not in "iu":
-        raise InvalidTensor(f"input {PIXELS!r}: UINT8 elements must be integers")
-    if array.size != math.prod(shape):
-        raise InvalidTensor(f"input {PIXELS!r} has shape {shape} but {array.size} elements")
-    if array.min() < 0 or array.max() > 255:
-        raise InvalidTensor(f"input {PIXELS!r}: UINT8 elements must be within 0..255")
-    return array.astype(np.uint8).reshape(shape)
-
-
-async def _all(calls: Iterable[Awaitable[T]], name: str) -> list[T]:
-    """Every call's result; otherwise the first element's error, naming the element."""
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
-    results: list[T] = []
-    for i, outcome in enumerate(outcomes):
-        if isinstance(outcome, ServeError):
-            raise type(outcome)(
-                f"input {name!r} element {i}: {outcome.message}",
-                retry_after_s=outcome.retry_after_s,
-            ) from outcome
-        if isinstance(outcome, BaseException):
-            raise outcome
-        results.append(outcome)
-    return results
-
-
-async def infer(
+async def run(
     classifier: Classifier,
     info: ModelInfo,
-    images: list[np.ndarray],
-    outputs: list[OutputRequest],
+    request: InferenceRequest,
+    binary: BinaryData,
     request_id: str,
     deadline: float,
-) -> list[Result]:
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The response's JSON header and the binary blobs that follow it."""
+    outputs = output_requests(request, info)
+    images = await input_images(request, binary, classifier, info)
     k = max(o.classification for o in outputs)
-    full = any(o.classification == 0 for o in outputs)
     jobs = [
         Job(
             request_id=request_id,
@@ -252,11 +97,18 @@ async def infer(
             image=image,
             top_k=max(k, 1),
             deadline=deadline,
-            full_scores=full,
+            full_scores=any(o.classification == 0 for o in outputs),
         )
         for image in images
     ]
-    return await _all([classifier.broker.submit(job) for job in jobs], "images/pixels")
+    submits = [classifier.broker.submit(job) for job in jobs]
+    results = await gather_all(submits, request.inputs[0].name)
+    entries, blobs = response_outputs(outputs, results)
+    answer: dict[str, Any] = {"model_name": info.name, "model_version": info.version}
+    if request.id is not None:
+        answer["id"] = request.id
+    answer["outputs"] = entries
+    return answer, blobs
 
 
 def response_outputs(

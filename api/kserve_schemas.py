@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
 # The specification allows string, number or boolean values; bool comes first so that
 # JSON `true` stays a bool and `1` stays an int (pydantic's smart union picks exact types).
 Parameters = dict[str, bool | int | float | str]
@@ -206,3 +208,61 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 
     resolved: dict[str, Any] = resolve(schema)
     return resolved
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "The request does not fit the model: input name, datatype, shape or data",
+        404: "Unknown model or version",
+        413: "Request body, image or batch too large",
+        503: "Queue full or not ready (see Retry-After)",
+        504: "Deadline exceeded",
+    }.items()
+}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+# The infer body is read by hand (it may be JSON followed by binary tensor data), so its
+# documentation is given explicitly.
+INFER_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": HEADER_LENGTH,
+            "in": "header",
+            "required": False,
+            "description": "Binary tensor data extension: the size of the JSON header that "
+            "starts the body; the binary tensor data follows it",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+        {
+            "name": "Content-Encoding",
+            "in": "header",
+            "required": False,
+            "description": "The request body may be compressed",
+            "schema": {"type": "string", "enum": ["identity", "gzip", "deflate"]},
+        },
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": inline_schema(InferenceRequest)},
+            "application/octet-stream": {
+                **_BINARY,
+                "description": f"The JSON header, then binary tensor data ({HEADER_LENGTH})",
+            },
+        },
+    },
+}
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON; with binary outputs, the JSON header then the tensor bytes",
+        "content": {"application/octet-stream": _BINARY},
+        "headers": {
+            HEADER_LENGTH: {
+                "description": "Size of the JSON header when binary outputs follow it",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
+    **ERRORS,
+}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -18,16 +18,12 @@ from pydantic import ValidationError
 from starlette.routing import Match
 
 from api import kserve_inference as inference
-from api.kserve_codec import (
-    HEADER_LENGTH,
-    BinaryData,
-    decompress,
-    encode_response,
-    read_body,
-    split,
-)
+from api.kserve_codec import BinaryData, decompress, encode_response, read_body, split
 from api.kserve_schemas import (
-    ErrorResponse,
+    ERRORS,
+    HEADER_LENGTH,
+    INFER_DOC,
+    INFER_RESPONSES,
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
@@ -35,8 +31,8 @@ from api.kserve_schemas import (
     ServerLive,
     ServerMetadata,
     ServerReady,
-    inline_schema,
 )
+from api.kserve_tensors import count
 from api.service import Classifier
 from shared.errors import InvalidTensor, NotFound, NotReady, ServeError, UnknownModel
 from shared.jobs import ModelInfo
@@ -55,7 +51,7 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 def _validation_message(exc: RequestValidationError | ValidationError) -> str:
     parts = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "header"))
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "path"))
         parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
     return "; ".join(parts) or "invalid request"
 
@@ -79,16 +75,8 @@ class KServeRoute(APIRoute):
 
 router = APIRouter(prefix="/v2", tags=["kserve v2"], route_class=KServeRoute)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in {
-        400: "The request does not fit the model: input name, datatype, shape or data",
-        404: "Unknown model or version",
-        413: "Request body, image or batch too large",
-        503: "Queue full or not ready (see Retry-After)",
-        504: "Deadline exceeded",
-    }.items()
-}
+ModelName = Annotated[str, Path(description="A served model", examples=["resnet18"])]
+Version = Annotated[str, Path(description="The model's version", examples=["1"])]
 
 
 def _classifier(request: Request) -> Classifier:
@@ -117,7 +105,9 @@ async def server_metadata(request: Request) -> ServerMetadata:
     return ServerMetadata(name="resnet-serve", version=request.app.version, extensions=EXTENSIONS)
 
 
-@router.get("/health/live", response_model=ServerLive, responses={503: _ERRORS[503]})
+@router.get(
+    "/health/live", response_model=ServerLive, responses={503: ERRORS[503]}, summary="Server live"
+)
 async def server_live(request: Request) -> ServerLive:
     """200 while the process serves HTTP and its model did not fail to load."""
     failure = request.app.state.startup_failure
@@ -126,16 +116,17 @@ async def server_live(request: Request) -> ServerLive:
     return ServerLive(live=True)
 
 
-@router.get("/health/ready", response_model=ServerReady, responses={503: _ERRORS[503]})
+@router.get(
+    "/health/ready",
+    response_model=ServerReady,
+    responses={503: ERRORS[503]},
+    summary="Server ready",
+)
 async def server_ready(request: Request) -> ServerReady:
     """200 when every model is loaded, warm and taking requests."""
     if not _classifier(request).broker.ready():
         raise NotReady("not ready: loading, warming, draining or failed", retry_after_s=1)
     return ServerReady(ready=True)
-
-
-def _metadata(request: Request, name: str, version: str | None) -> ModelMetadata:
-    return inference.metadata(_model(request, name, version))
 
 
 def _ready(request: Request, name: str, version: str | None) -> ModelReady:
@@ -145,29 +136,31 @@ def _ready(request: Request, name: str, version: str | None) -> ModelReady:
     return ModelReady(name=info.name, ready=True)
 
 
-_METADATA: dict[str, Any] = {"response_model": ModelMetadata, "responses": {404: _ERRORS[404]}}
+_METADATA: dict[str, Any] = {"response_model": ModelMetadata, "responses": {404: ERRORS[404]}}
 _READY: dict[str, Any] = {
     "response_model": ModelReady,
-    "responses": {404: _ERRORS[404], 503: _ERRORS[503]},
+    "responses": {404: ERRORS[404], 503: ERRORS[503]},
 }
 
 
 @router.get("/models/{model_name}", summary="Model metadata", **_METADATA)
-async def model_metadata(request: Request, model_name: str) -> ModelMetadata:
+async def model_metadata(request: Request, model_name: ModelName) -> ModelMetadata:
     """The model's input and output tensors: names, datatypes and shapes."""
-    return _metadata(request, model_name, None)
+    return inference.metadata(_model(request, model_name, None))
 
 
 @router.get(
     "/models/{model_name}/versions/{version}", summary="Model version metadata", **_METADATA
 )
-async def model_version_metadata(request: Request, model_name: str, version: str) -> ModelMetadata:
+async def model_version_metadata(
+    request: Request, model_name: ModelName, version: Version
+) -> ModelMetadata:
     """The metadata of one version of the model."""
-    return _metadata(request, model_name, version)
+    return inference.metadata(_model(request, model_name, version))
 
 
 @router.get("/models/{model_name}/ready", summary="Model ready", **_READY)
-async def model_ready(request: Request, model_name: str) -> ModelReady:
+async def model_ready(request: Request, model_name: ModelName) -> ModelReady:
     """200 when the model is ready for inference; 503 while it loads."""
     return _ready(request, model_name, None)
 
@@ -175,128 +168,63 @@ async def model_ready(request: Request, model_name: str) -> ModelReady:
 @router.get(
     "/models/{model_name}/versions/{version}/ready", summary="Model version ready", **_READY
 )
-async def model_version_ready(request: Request, model_name: str, version: str) -> ModelReady:
+async def model_version_ready(
+    request: Request, model_name: ModelName, version: Version
+) -> ModelReady:
     """200 when this version of the model is ready for inference."""
     return _ready(request, model_name, version)
 
 
-HeaderLength = Annotated[
-    int | None,
-    Header(
-        alias=HEADER_LENGTH,
-        ge=0,
-        description="Binary tensor data extension: the size of the JSON header; the "
-        "binary tensor data follows it",
-    ),
-]
-ContentEncoding = Annotated[
-    str | None,
-    Header(alias="Content-Encoding", description="gzip or deflate compress the request body"),
-]
-
-
-async def _infer(
-    request: Request,
-    model_name: str,
-    version: str | None,
-    header_length: int | None,
-    content_encoding: str | None,
-) -> Response:
+async def _infer(request: Request, model_name: str, version: str | None) -> Response:
     classifier = _classifier(request)
     info = classifier.model(_model(request, model_name, version).name)  # 503 until ready
     settings = classifier.settings
     limit = settings.max_request_bytes
     body = await read_body(request.stream(), request.headers.get("content-length"), limit)
-    header, binary = split(decompress(body, content_encoding, limit), header_length)
+    body = decompress(body, request.headers.get("content-encoding"), limit)
+    header, binary = split(body, request.headers.get(HEADER_LENGTH))
     try:
         parsed = InferenceRequest.model_validate_json(header)
     except ValidationError as exc:
         raise InvalidTensor(f"invalid inference request: {_validation_message(exc)}") from exc
-    outputs = inference.output_requests(parsed, info)
-    images = await inference.input_images(parsed, BinaryData(binary), classifier, info)
     state = request.scope["state"]
     deadline = state["received_at"] + settings.request_timeout_s
-    timeout_us = inference.timeout_us(parsed)
+    # Triton's `timeout` parameter: the microseconds this client is willing to wait.
+    timeout_us = count(parsed.parameters, "timeout", "request")
     if timeout_us is not None:
         deadline = min(deadline, state["received_at"] + timeout_us / 1e6)
-    results = await inference.infer(
-        classifier, info, images, outputs, state["request_id"], deadline
+    answer, blobs = await inference.run(
+        classifier, info, parsed, BinaryData(binary), state["request_id"], deadline
     )
-    entries, blobs = inference.response_outputs(outputs, results)
-    answer: dict[str, Any] = {"model_name": info.name, "model_version": info.version}
-    if parsed.id is not None:
-        answer["id"] = parsed.id
-    answer["outputs"] = entries
     content, json_length = encode_response(answer, blobs)
     if json_length is None:
         return Response(content, media_type="application/json")
-    return Response(
-        content,
-        media_type="application/octet-stream",
-        headers={HEADER_LENGTH: str(json_length)},
-    )
+    headers = {HEADER_LENGTH: str(json_length)}
+    return Response(content, media_type="application/octet-stream", headers=headers)
 
-
-_INFER_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": inline_schema(InferenceRequest)},
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "The JSON header, then binary tensor data "
-                f"({HEADER_LENGTH} gives the header's size)",
-            },
-        },
-    }
-}
-_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "JSON, or with binary outputs the JSON header then the tensor bytes",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-        "headers": {
-            HEADER_LENGTH: {
-                "description": "Size of the JSON header when binary outputs follow it",
-                "schema": {"type": "integer"},
-            }
-        },
-    },
-    **_ERRORS,
-}
 
 _INFER: dict[str, Any] = {
     "response_model": InferenceResponse,
-    "responses": _INFER_RESPONSES,
-    "openapi_extra": _INFER_DOC,
+    "responses": INFER_RESPONSES,
+    "openapi_extra": INFER_DOC,
 }
 
 
 @router.post("/models/{model_name}/infer", summary="Inference", **_INFER)
-async def infer(
-    request: Request,
-    model_name: str,
-    header_length: HeaderLength = None,
-    content_encoding: ContentEncoding = None,
-) -> Response:
+async def infer(request: Request, model_name: ModelName) -> Response:
     """Classify images: `images` (BYTES, encoded files: base64 strings in JSON, or raw
     through the binary extension) or `pixels` (UINT8 [N, S, S, 3], already resized and
     cropped). The `probabilities` output is FP32 [N, classes], or with
     `"parameters": {"classification": k}` BYTES [N, k] strings "score:index:label"."""
-    return await _infer(request, model_name, None, header_length, content_encoding)
+    return await _infer(request, model_name, None)
 
 
 @router.post(
     "/models/{model_name}/versions/{version}/infer", summary="Inference on a version", **_INFER
 )
-async def infer_version(
-    request: Request,
-    model_name: str,
-    version: str,
-    header_length: HeaderLength = None,
-    content_encoding: ContentEncoding = None,
-) -> Response:
+async def infer_version(request: Request, model_name: ModelName, version: Version) -> Response:
     """Inference on one version of the model (see the unversioned route)."""
-    return await _infer(request, model_name, version, header_length, content_encoding)
+    return await _infer(request, model_name, version)
 
 
 @router.api_route(
