@@ -136,11 +136,9 @@ def _ready(request: Request, name: str, version: str | None) -> ModelReady:
     return ModelReady(name=info.name, ready=True)
 
 
-_METADATA: dict[str, Any] = {"response_model": ModelMetadata, "responses": {404: ERRORS[404]}}
-_READY: dict[str, Any] = {
-    "response_model": ModelReady,
-    "responses": {404: ERRORS[404], 503: ERRORS[503]},
-}
+_MODEL_ERRORS = {status: ERRORS[status] for status in (404, 503, "4XX")}
+_METADATA: dict[str, Any] = {"response_model": ModelMetadata, "responses": _MODEL_ERRORS}
+_READY: dict[str, Any] = {"response_model": ModelReady, "responses": _MODEL_ERRORS}
 
 
 @router.get("/models/{model_name}", summary="Model metadata", **_METADATA)
