@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -13,8 +15,8 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from shared.preprocess import PreprocessConfig, preprocess
-from tests.images import jpeg
-from tests.servers import Server
+from tests.images import crops, encode, jpeg
+from tests.servers import Server, run_server
 
 MODEL = "efficientnet_lite0"
 PHOTOS = ("chelsea", "coffee", "rocket")
@@ -272,3 +274,23 @@ def test_unknown_paths_and_methods_under_v2(lite_server: Server) -> None:
     assert (missing.status_code, list(missing.json())) == (404, ["error"])
     wrong = httpx.get(f"{lite_server.url}/v2/models/{MODEL}/infer")
     assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST")
+
+
+def test_overload_is_503_with_retry_after(home: Path, logs: Path) -> None:
+    images = [encode(view, "PNG") for view in crops(12, seed=13)]
+    with run_server(home, logs, "--weights", "random", "--max-batch", "1", max_queue="1") as server:
+        url = f"{server.url}/v2/models/resnet18/infer"
+
+        def infer(data: bytes) -> httpx.Response:
+            tensor = {"name": "images", "shape": [1], "datatype": "BYTES"}
+            body = {"inputs": [tensor | {"data": [base64.b64encode(data).decode()]}]}
+            return httpx.post(url, json=body, timeout=30)
+
+        with ThreadPoolExecutor(len(images)) as pool:
+            responses = list(pool.map(infer, images))
+    statuses = {r.status_code for r in responses}
+    assert statuses <= {200, 503}
+    assert statuses == {200, 503}, statuses
+    for busy in (r for r in responses if r.status_code == 503):
+        assert list(busy.json()) == ["error"]
+        assert int(busy.headers["retry-after"]) >= 1
