@@ -190,9 +190,12 @@ def predict(
 
 
 def _predict_remote(url: str, images: list[Path], top_k: int, model: str | None) -> None:
+    import logging
+
     from shared.client import Client
     from shared.client_models import ServeClientError
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     table = Table(title=f"{url}")
     for column in ("image", "rank", "label", "index", "score"):
         table.add_column(column)
