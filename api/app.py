@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from api.auth import ApiKeyAuth, load_api_keys
 from api.cache import ResponseCache
 from api.decoding import DecodePool
 from api.errors import install_error_handlers
@@ -63,5 +64,9 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
     app.include_router(health.router)
     app.include_router(kserve.router)
     install_error_handlers(app)
-    app.add_middleware(RequestContext, metrics=metrics)
+    keys = load_api_keys(settings)
+    if keys:
+        exempt = [path.strip() for path in settings.auth_exempt_paths.split(",") if path.strip()]
+        app.add_middleware(ApiKeyAuth, keys=keys, exempt_paths=exempt, metrics=metrics)
+    app.add_middleware(RequestContext, metrics=metrics)  # outermost: ids and metrics for all
     return app

@@ -18,36 +18,41 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
 
 
 def _json(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    request.app.state.metrics.errors.labels(code).inc()
     return JSONResponse(error_body(code, message, request_id_var.get()), status, headers=headers)
 
 
-async def _serve_error(_: Request, exc: Exception) -> JSONResponse:
+async def _serve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServeError)
     if exc.status >= 500:
         log.warning("%s: %s", exc.code, exc.message)
-    return _json(exc.status, exc.code, exc.message, exc.headers())
+    return _json(request, exc.status, exc.code, exc.message, exc.headers())
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "body"))
         parts.append(f"{where}: {error.get('msg')}")
-    return _json(422, "invalid_parameter", "; ".join(parts) or "invalid request")
+    return _json(request, 422, "invalid_parameter", "; ".join(parts) or "invalid request")
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return _json(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+    return _json(request, exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return _json(500, "internal_error", "internal server error")
+    return _json(request, 500, "internal_error", "internal server error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -10,7 +10,7 @@ from api.decoding import DecodePool
 from api.schemas import BatchItem, ClassifyResponse, ErrorDetail, PredictionOut, TimingsOut
 from api.uploads import Upload
 from shared.broker import Broker
-from shared.errors import NotReady, ServeError, UnknownModel
+from shared.errors import ServeError, UnknownModel
 from shared.jobs import Job, ModelInfo, Result
 from shared.preprocess import PreprocessConfig
 from shared.settings import Settings
@@ -27,7 +27,7 @@ class Classifier:
 
     def model(self, name: str | None) -> ModelInfo:
         if not self.broker.ready():
-            raise NotReady("the model is still loading or the service is draining", retry_after_s=1)
+            raise self.broker.not_ready_error()
         name = name or self.settings.model
         info = self.broker.models().get(name)
         if info is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from shared.errors import ServeError
 from shared.jobs import Job, ModelInfo, Result
 
 
@@ -17,6 +18,9 @@ class Broker(Protocol):
 
     def ready(self) -> bool:
         """True while jobs can be accepted and answered."""
+
+    def not_ready_error(self) -> ServeError:
+        """Why the broker is not ready, as the error a request gets (a 503)."""
 
     def models(self) -> Mapping[str, ModelInfo]:
         """The models this broker can serve, by name."""

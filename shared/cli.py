@@ -39,6 +39,10 @@ MaxBatch = Annotated[int | None, typer.Option(help="Largest batch the engine run
 BatchWait = Annotated[
     float | None, typer.Option(help="How long a batch waits to fill after its first job (ms)")
 ]
+RedisUrl = Annotated[
+    str | None,
+    typer.Option(help="redis:// or rediss:// URL [env RESNET_SERVE_REDIS_URL or REDIS_URL]"),
+]
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -94,22 +98,87 @@ def serve(
         max_batch_wait_ms=max_batch_wait_ms,
     )
     _build_or_exit(settings)
+    _run_gateway(settings, "inprocess")
+
+
+def _run_gateway(settings: Settings, broker_kind: str) -> None:
     import uvicorn
 
     from api.app import create_app
+    from shared.broker import Broker
     from shared.metrics import Metrics
-    from worker.inprocess import InProcessBroker
 
     metrics = Metrics()
-    application = create_app(settings, InProcessBroker(settings, metrics), metrics)
+    broker: Broker
+    if broker_kind == "redis":
+        from api.redis_broker import RedisBroker
+
+        broker = RedisBroker(settings, metrics)
+    else:
+        from worker.inprocess import InProcessBroker
+
+        broker = InProcessBroker(settings, metrics)
     uvicorn.run(
-        application,
+        create_app(settings, broker, metrics),
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
+        # Draining: in-flight requests get up to their whole deadline to finish.
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
     )
+
+
+@app.command()
+def api(
+    host: Host = None,
+    port: Port = None,
+    redis_url: RedisUrl = None,
+    model: Annotated[str | None, typer.Option(help="Default model for requests")] = None,
+) -> None:
+    """Distributed mode, gateway: decode uploads and queue them on Redis for workers.
+    Needs no torch; scale it horizontally, it keeps no state."""
+    settings = _settings(host=host, port=port, redis_url=redis_url, model=model)
+    _run_gateway(settings, "redis")
+
+
+@app.command()
+def worker(
+    model: Model = None,
+    weights: Weights = None,
+    engine: EngineOpt = None,
+    precision: PrecisionOpt = None,
+    model_repository: Repo = None,
+    max_batch: MaxBatch = None,
+    max_batch_wait_ms: BatchWait = None,
+    redis_url: RedisUrl = None,
+    worker_id: Annotated[str | None, typer.Option(help="Consumer name (default host-pid)")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 0 if this worker's heartbeat is fresh, else 1")
+    ] = False,
+) -> None:
+    """Distributed mode, worker: take jobs from Redis in batches, run the engine, reply."""
+    settings = _settings(
+        model=model,
+        weights=weights,
+        engine=engine,
+        precision=precision,
+        model_repository=model_repository,
+        max_batch=max_batch,
+        max_batch_wait_ms=max_batch_wait_ms,
+        redis_url=redis_url,
+        worker_id=worker_id,
+    )
+    if check:
+        from worker.redis_worker import heartbeat_fresh
+
+        raise typer.Exit(0 if heartbeat_fresh(settings) else 1)
+    _build_or_exit(settings)
+    import asyncio
+
+    from worker.redis_worker import serve_worker
+
+    asyncio.run(serve_worker(settings))
 
 
 @app.command()

@@ -81,12 +81,35 @@ class NotReady(ServeError):
     status, code = 503, "not_ready"
 
 
+class BrokerUnavailable(ServeError):
+    status, code = 503, "broker_unavailable"
+
+
 class DeadlineExceeded(ServeError):
     status, code = 504, "deadline_exceeded"
 
 
 class InferenceFailed(ServeError):
     status, code = 500, "inference_failed"
+
+
+class DeadLettered(ServeError):
+    status, code = 500, "dead_lettered"
+
+
+def error_for_code(code: str, message: str) -> ServeError:
+    """Rebuild an error that crossed a process boundary as its code (unknown: internal)."""
+    for cls in _subclasses(ServeError):
+        if cls.code == code:
+            return cls(message)
+    return ServeError(message)
+
+
+def _subclasses(cls: type[ServeError]) -> list[type[ServeError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
 
 
 def error_body(code: str, message: str, request_id: str | None) -> dict[str, object]:

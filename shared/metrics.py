@@ -89,3 +89,57 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.errors = Counter(
+            "resnet_serve_errors_total",
+            "Error responses, by stable error code",
+            ["code"],
+            registry=r,
+        )
+        self.max_batch = Gauge(
+            "resnet_serve_max_batch",
+            "Largest batch the engine runs (batch fill ratio = batch size / this)",
+            ["model"],
+            registry=r,
+        )
+        # Distributed mode. Queue gauges are read from Redis by every gateway, so each
+        # reports the same value: aggregate them with max(), not sum().
+        self.queue_in_flight = Gauge(
+            "resnet_serve_queue_in_flight",
+            "Jobs taken by a worker and not yet acknowledged",
+            ["model"],
+            registry=r,
+        )
+        self.queue_oldest_age = Gauge(
+            "resnet_serve_queue_oldest_age_seconds",
+            "Age of the oldest job not yet acknowledged",
+            ["model"],
+            registry=r,
+        )
+        self.dead_letters = Gauge(
+            "resnet_serve_dead_letters",
+            "Entries in the dead-letter stream",
+            ["model"],
+            registry=r,
+        )
+        self.workers = Gauge(
+            "resnet_serve_workers", "Workers with a live heartbeat", ["model"], registry=r
+        )
+        self.workers_needed = Gauge(
+            "resnet_serve_workers_needed",
+            "Workers needed for the arrival rate plus draining the backlog within the "
+            "queue latency objective, from measured per-worker throughput",
+            ["model"],
+            registry=r,
+        )
+        self.reclaimed_jobs = Counter(
+            "resnet_serve_reclaimed_jobs_total",
+            "Jobs taken over from a worker that held them past the visibility timeout",
+            ["model"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "resnet_serve_dead_lettered_total",
+            "Jobs moved to the dead-letter stream",
+            ["model"],
+            registry=r,
+        )

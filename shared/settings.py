@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "RESNET_SERVE_"
@@ -59,10 +59,38 @@ class Settings(BaseSettings):
     jpeg_draft: bool = True
     response_cache_entries: int = Field(1024, ge=0, description="0 turns the cache off")
 
+    # Distributed mode (`api` + `worker` joined by Redis)
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis:// or rediss:// (TLS); may carry a password. Also read from REDIS_URL",
+    )
+    redis_ca_file: Path | None = Field(None, description="CA bundle for rediss:// servers")
+    redis_namespace: str = Field("resnet-serve", pattern=r"^[A-Za-z0-9._-]+$")
+    worker_id: str | None = Field(None, description="Consumer name; default host-pid")
+    worker_metrics_port: int = Field(9100, ge=0, le=65535, description="0: no metrics server")
+    visibility_timeout_s: float = Field(
+        5.0, gt=0, description="A job taken but not acknowledged this long is reclaimed"
+    )
+    max_deliveries: int = Field(3, ge=1, description="Deliveries before a job is dead-lettered")
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    queue_latency_objective_s: float = Field(
+        1.0, gt=0, description="Queue wait the workers_needed signal sizes the pool for"
+    )
+
+    # Gateway auth: off unless keys are given
+    api_keys: SecretStr | None = Field(None, description="Comma-separated API keys")
+    api_keys_file: Path | None = Field(None, description="File of API keys, one per line")
+    auth_exempt_paths: str = Field(
+        "/healthz,/readyz,/metrics,/v2/health/*",
+        description="Comma-separated paths (glob) served without a key",
+    )
+
     @model_validator(mode="after")
     def _check_cross_fields(self) -> Settings:
         if self.max_batch_wait_ms / 1000 >= self.request_timeout_s:
             raise ValueError("max_batch_wait_ms must be shorter than request_timeout_s")
+        if self.visibility_timeout_s <= self.max_batch_wait_ms / 1000:
+            raise ValueError("visibility_timeout_s must be longer than max_batch_wait_ms")
         if self.max_upload_bytes > self.max_request_bytes:
             raise ValueError("max_upload_bytes cannot exceed max_request_bytes")
         return self
@@ -75,6 +103,11 @@ class Settings(BaseSettings):
     def weights_dir(self) -> Path:
         return self.weights_cache_dir or self.home_dir / "weights"
 
+    @property
+    def heartbeat_file(self) -> Path:
+        """Touched by a healthy worker; `worker --check` reads its age (no Redis needed)."""
+        return self.home_dir / "run" / f"worker-{self.model}.heartbeat"
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from explicit overrides (CLI flags) over the environment.
@@ -86,4 +119,8 @@ def load_settings(**overrides: Any) -> Settings:
     unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
     if unknown:
         raise ValueError(f"unknown settings in the environment: {', '.join(unknown)}")
+    # REDIS_URL is the name every Redis tool and platform uses; ours wins if both are set.
+    plain = os.environ.get("REDIS_URL")
+    if plain and ENV_PREFIX + "REDIS_URL" not in os.environ and not overrides.get("redis_url"):
+        overrides["redis_url"] = plain
     return Settings(**{k: v for k, v in overrides.items() if v is not None})

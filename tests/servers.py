@@ -31,22 +31,29 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def metric(self, name: str, **labels: str) -> float:
-        """Sum of a metric's samples whose labels include `labels`."""
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if not line.startswith(name) or line.startswith("#"):
-                continue
-            sample, value = line.rsplit(" ", 1)
-            if sample.split("{")[0] != name:
-                continue
-            if all(f'{k}="{v}"' in sample for k, v in labels.items()):
-                total += float(value)
-        return total
+        return _metric(httpx.get(f"{self.url}/metrics", timeout=5).text, name, labels)
+
+
+def _metric(text: str, name: str, labels: dict[str, str]) -> float:
+    """Sum of a metric's samples whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        sample, value = line.rsplit(" ", 1)
+        if sample.split("{")[0] != name:
+            continue
+        if all(f'{k}="{v}"' in sample for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 def server_env(home: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_SERVE_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RESNET_SERVE_") and k != "REDIS_URL"
+    }
     env["RESNET_SERVE_HOME_DIR"] = str(home)
     env["RESNET_SERVE_OFFLINE"] = "true"
     env["RESNET_SERVE_INFERENCE_THREADS"] = "2"
@@ -56,11 +63,17 @@ def server_env(home: Path, **settings: str) -> dict[str, str]:
 
 @contextmanager
 def run_server(
-    home: Path, log_dir: Path, *args: str, ready_timeout_s: float = 120, **settings: str
+    home: Path,
+    log_dir: Path,
+    *args: str,
+    ready_timeout_s: float = 120,
+    command_name: str = "serve",
+    **settings: str,
 ) -> Iterator[Server]:
+    """`resnet-serve serve` (or `api` with command_name="api"), ready to answer."""
     port = free_port()
-    log_path = log_dir / f"serve-{port}.log"
-    command = [sys.executable, "-m", "shared.cli", "serve", "--port", str(port), *args]
+    log_path = log_dir / f"{command_name}-{port}.log"
+    command = [sys.executable, "-m", "shared.cli", command_name, "--port", str(port), *args]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, env=server_env(home, **settings), stdout=log, stderr=subprocess.STDOUT
@@ -90,3 +103,40 @@ def _wait_ready(server: Server, timeout_s: float) -> None:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"server not ready after {timeout_s} s:\n{server.log()}")
+
+
+@dataclass
+class Worker:
+    worker_id: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    metrics_url: str
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float:
+        return _metric(httpx.get(self.metrics_url, timeout=5).text, name, labels)
+
+
+def start_worker(
+    home: Path, log_dir: Path, redis_url: str, worker_id: str, *args: str, **settings: str
+) -> Worker:
+    """Start `resnet-serve worker`; `wait_worker_ready` tells when it takes jobs."""
+    metrics_port = free_port()
+    log_path = log_dir / f"worker-{worker_id}-{metrics_port}.log"
+    command = [sys.executable, "-m", "shared.cli", "worker", "--worker-id", worker_id, *args]
+    env = server_env(home, redis_url=redis_url, worker_metrics_port=str(metrics_port), **settings)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return Worker(worker_id, process, log_path, f"http://127.0.0.1:{metrics_port}/metrics")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

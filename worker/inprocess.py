@@ -48,6 +48,7 @@ class InProcessBroker:
         )
         name = self._model.manifest.name
         self.metrics.queue_depth.labels(name).set_function(self._queue.qsize)
+        self.metrics.max_batch.labels(name).set(self.settings.max_batch)
         self._task = asyncio.create_task(self._runner.run(), name="batch-runner")
         self._task.add_done_callback(self._runner_stopped)
 
@@ -69,12 +70,17 @@ class InProcessBroker:
             and self._model is not None
         )
 
+    def not_ready_error(self) -> ServeError:
+        if self._closing:
+            return NotReady("the service is draining", retry_after_s=1)
+        return NotReady("the model is loading or its inference loop stopped", retry_after_s=1)
+
     def models(self) -> Mapping[str, ModelInfo]:
         return {self._model.manifest.name: self._model.info} if self._model else {}
 
     async def submit(self, job: Job) -> Result:
         if not self.ready():
-            raise NotReady("the model is not ready", retry_after_s=1)
+            raise self.not_ready_error()
         if job.model not in self.models():
             raise UnknownModel(f"model {job.model!r} is not served here")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -98,14 +104,15 @@ class InProcessBroker:
         rate = self._runner.images_per_s if self._runner else 0.0
         return self._queue.qsize() / rate if rate else 1.0
 
-    def _deliver(self, job: Job, outcome: Result | ServeError) -> None:
-        future = self._waiters.get(job.job_id)
-        if future is None or future.done():
-            return  # the client gave up (deadline or disconnect)
-        if isinstance(outcome, ServeError):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+    async def _deliver(self, outcomes: list[tuple[Job, Result | ServeError]]) -> None:
+        for job, outcome in outcomes:
+            future = self._waiters.get(job.job_id)
+            if future is None or future.done():
+                continue  # the client gave up (deadline or disconnect)
+            if isinstance(outcome, ServeError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     async def close(self) -> None:
         """Drain: stop admitting, let queued jobs finish (bounded), then stop the runner."""

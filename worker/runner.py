@@ -1,7 +1,8 @@
 """The batch loop: take batches from a queue, run the engine off the event loop, deliver.
 
-Shared by the in-process broker and (next) the Redis consumer: both hand it a queue of
-jobs and a `deliver` callback, and it owns nothing else.
+Shared by the in-process broker and the Redis worker: both hand it a queue of jobs and a
+`deliver` coroutine, and it owns nothing else. A batch's outcomes are delivered together,
+so the Redis worker publishes and acknowledges them in one round trip.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -22,7 +23,8 @@ from worker.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[Job, Result | ServeError], None]
+Outcome = Result | ServeError
+Deliver = Callable[[list[tuple[Job, Outcome]]], Awaitable[None]]
 
 
 def top_k(probabilities: np.ndarray, k: int, labels: Sequence[str]) -> list[Prediction]:
@@ -50,47 +52,58 @@ class BatchRunner:
         self.max_wait_s = max_batch_wait_ms / 1000
         self.metrics = metrics
         self.images_per_s = 0.0  # smoothed drain rate, for Retry-After
+        self.busy = False  # between taking a batch and delivering its outcomes
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
 
     async def run(self) -> None:
         try:
             while True:
                 batch = await next_batch(self.queue, self.max_batch, self.max_wait_s)
-                await self.run_batch(batch)
+                self.busy = True
+                try:
+                    await self.deliver(await self.run_batch(batch))
+                finally:
+                    self.busy = False
         finally:
             self._executor.shutdown(wait=True)
 
-    async def run_batch(self, batch: list[Job]) -> None:
+    async def run_batch(self, batch: list[Job]) -> list[tuple[Job, Outcome]]:
         now = time.time()
+        outcomes: list[tuple[Job, Outcome]] = []
         live = []
         name = self.model.manifest.name
         for job in batch:
             if job.expired(now):
                 self.metrics.expired_jobs.labels(name).inc()
-                self.deliver(job, DeadlineExceeded("the deadline passed while queued"))
+                outcomes.append((job, DeadlineExceeded("the deadline passed while queued")))
             else:
                 live.append(job)
-        if not live:
-            return
         for job in live:
             self.metrics.queue_wait_seconds.labels(name).observe(now - job.enqueued_at)
+        if live:
+            outcomes += await self._run_live(live, now)
+        return outcomes
+
+    async def _run_live(self, live: list[Job], now: float) -> list[tuple[Job, Outcome]]:
         start = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
             probabilities = await loop.run_in_executor(self._executor, self._infer, live)
         except Exception as exc:
-            log.exception("inference failed for a batch of %d", len(live))
-            for job in live:
-                self.deliver(job, InferenceFailed(f"inference failed: {type(exc).__name__}"))
-            return
+            if len(live) > 1:
+                # One bad job must not fail its batch-mates: run each alone.
+                log.warning("a batch of %d failed (%r); retrying one by one", len(live), exc)
+                return [o for job in live for o in await self._run_live([job], now)]
+            log.error("inference failed for job %s: %r", live[0].job_id, exc)
+            return [(live[0], InferenceFailed(f"inference failed: {type(exc).__name__}"))]
         elapsed = time.perf_counter() - start
         self._observe(len(live), elapsed)
         version = self.model.manifest.version
-        for job, row in zip(live, probabilities, strict=True):
-            self.deliver(
+        return [
+            (
                 job,
                 Result(
-                    model=name,
+                    model=self.model.manifest.name,
                     version=version,
                     predictions=top_k(row, job.top_k, self.model.labels),
                     queue_ms=(now - job.enqueued_at) * 1000,
@@ -99,6 +112,8 @@ class BatchRunner:
                     scores=row if job.full_scores else None,
                 ),
             )
+            for job, row in zip(live, probabilities, strict=True)
+        ]
 
     def _infer(self, jobs: list[Job]) -> np.ndarray:
         return self.model.engine.infer(np.stack([job.image for job in jobs]))

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.schemas import ERROR_RESPONSES, HealthResponse, ModelOut
 from api.service import Classifier
-from shared.errors import NotReady, error_body
+from shared.errors import error_body
 from shared.logs import request_id_var
 
 router = APIRouter(tags=["operations"])
@@ -49,10 +49,11 @@ async def healthz(request: Request) -> Response:
     summary="Readiness",
 )
 async def readyz(request: Request) -> HealthResponse:
-    """Ready: the model is loaded, warmed for every batch size, and the batcher runs."""
+    """Ready: standalone, the model is loaded and warm and the batcher runs; distributed,
+    Redis is reachable and at least one model has been announced by a worker."""
     classifier: Classifier = request.app.state.classifier
     if not classifier.broker.ready():
-        raise NotReady("not ready: loading, warming, draining or failed", retry_after_s=1)
+        raise classifier.broker.not_ready_error()
     return HealthResponse(status="ready", models=_models(classifier))
 
 

@@ -1,0 +1,42 @@
+"""Long-running background loops that must not die: restart on bugs, back off on outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Exponential delay between retries of a failing dependency, reset on success."""
+
+    def __init__(self, first_s: float = 0.1, max_s: float = 5.0) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self.delay_s = first_s
+        self.failing = False
+
+    async def wait(self) -> None:
+        self.failing = True
+        await asyncio.sleep(self.delay_s)
+        self.delay_s = min(self.delay_s * 2, self.max_s)
+
+    def reset(self) -> None:
+        self.failing = False
+        self.delay_s = self.first_s
+
+
+async def supervised(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Run `loop` forever; an unexpected exception is logged and the loop restarted."""
+    backoff = Backoff(first_s=0.5, max_s=10.0)
+    while True:
+        try:
+            await loop()
+            log.error("background loop %s returned; restarting", name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background loop %s failed; restarting", name)
+        await backoff.wait()

@@ -1,0 +1,124 @@
+"""Distributed mode under test: real redis-server, `resnet-serve api` and `worker` processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.images import crops, encode
+from tests.redis_server import RedisServer, run_redis
+from tests.servers import Server, Worker, run_server, server_env, start_worker, stop_process
+
+NAMESPACE = "resnet-serve"
+MODEL = "resnet18"
+RANDOM = ("--weights", "random")
+
+
+@pytest.fixture(scope="session")
+def resnet_artifact(home: Path) -> None:
+    """Build the random-weights resnet18 artifact once, so workers start in seconds and
+    never race to build it."""
+    subprocess.run(
+        [sys.executable, "-m", "shared.cli", "export", *RANDOM],
+        env=server_env(home),
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    with run_redis(tmp_path / "redis") as server:
+        yield server
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def heartbeat_key(worker_id: str, model: str = MODEL) -> str:
+    return f"{NAMESPACE}:worker:{model}:{worker_id}"
+
+
+@contextmanager
+def workers(
+    home: Path,
+    logs: Path,
+    redis: RedisServer,
+    *ids: str,
+    args: tuple[str, ...] = RANDOM,
+    model: str = MODEL,
+    **env: str,
+) -> Iterator[list[Worker]]:
+    """Start workers and wait until each has announced itself in Redis."""
+    started = [start_worker(home, logs, redis.url, i, *args, **env) for i in ids]
+    try:
+        client = redis.client()
+        for worker in started:
+
+            def announced(w: Worker = worker) -> bool:
+                assert w.process.poll() is None, f"worker exited:\n{w.log()}"
+                return bool(client.exists(heartbeat_key(w.worker_id, model)))
+
+            wait_until(announced, 120, f"worker {worker.worker_id}")
+        yield started
+    finally:
+        for worker in started:
+            stop_process(worker.process)
+
+
+@contextmanager
+def gateway(home: Path, logs: Path, redis: RedisServer, **env: str) -> Iterator[Server]:
+    with run_server(home, logs, command_name="api", redis_url=redis.url, **env) as server:
+        yield server
+
+
+@contextmanager
+def cluster(
+    home: Path, logs: Path, redis: RedisServer, worker_ids: tuple[str, ...] = ("w1",), **env: str
+) -> Iterator[tuple[Server, list[Worker]]]:
+    """Workers first (a gateway is ready once a model is announced), then one gateway."""
+    with ExitStack() as stack:
+        started = stack.enter_context(workers(home, logs, redis, *worker_ids, **env))
+        server = stack.enter_context(gateway(home, logs, redis, **env))
+        yield server, started
+
+
+def classify(server: Server, data: bytes, timeout_s: float = 60) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/v1/classify",
+        content=data,
+        headers={"content-type": "image/png"},
+        timeout=timeout_s,
+    )
+
+
+def images(count: int, seed: int = 0) -> list[bytes]:
+    return [encode(view, "PNG") for view in crops(count, seed=seed)]
+
+
+def classify_all(server: Server, data: list[bytes]) -> list[httpx.Response]:
+    with ThreadPoolExecutor(len(data)) as pool:
+        return list(pool.map(lambda d: classify(server, d), data))
+
+
+def pending_count(redis: RedisServer, consumer: str | None = None) -> int:
+    client = redis.client()
+    stream = f"{NAMESPACE}:jobs:{MODEL}"
+    if not client.exists(stream):
+        return 0
+    entries = client.xpending_range(stream, "workers", "-", "+", 1000, consumername=consumer)
+    return len(entries)
