@@ -42,7 +42,11 @@ EXTENSIONS = ["binary_tensor_data", "classification"]
 _KEPT_STATUSES = {404, 405, 413, 503, 504}
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """The protocol's body; the stable code is still counted (errors_total{code})."""
+    request.app.state.metrics.errors.labels(code).inc()
     if 400 <= status < 500 and status not in _KEPT_STATUSES:
         status = 400
     return JSONResponse({"error": message}, status, headers=headers)
@@ -66,9 +70,9 @@ class KServeRoute(APIRoute):
             try:
                 return await handler(request)
             except ServeError as exc:
-                return error_response(exc.status, exc.message, exc.headers())
+                return error_response(request, exc.status, exc.code, exc.message, exc.headers())
             except RequestValidationError as exc:
-                return error_response(400, _validation_message(exc))
+                return error_response(request, 400, "invalid_tensor", _validation_message(exc))
 
         return handle
 
@@ -90,7 +94,7 @@ def _model(request: Request, name: str, version: str | None) -> ModelInfo:
     info = broker.models().get(name)
     if info is None:
         if not broker.ready():
-            raise NotReady("the models are still loading", retry_after_s=1)
+            raise broker.not_ready_error()
         served = ", ".join(broker.models())
         raise UnknownModel(f"model {name!r} is not served here (served: {served})")
     if version is not None and version != info.version:
@@ -124,15 +128,17 @@ async def server_live(request: Request) -> ServerLive:
 )
 async def server_ready(request: Request) -> ServerReady:
     """200 when every model is loaded, warm and taking requests."""
-    if not _classifier(request).broker.ready():
-        raise NotReady("not ready: loading, warming, draining or failed", retry_after_s=1)
+    broker = _classifier(request).broker
+    if not broker.ready():
+        raise broker.not_ready_error()
     return ServerReady(ready=True)
 
 
 def _ready(request: Request, name: str, version: str | None) -> ModelReady:
     info = _model(request, name, version)
-    if not _classifier(request).broker.ready():
-        raise NotReady(f"model {info.name!r} is not ready", retry_after_s=1)
+    broker = _classifier(request).broker
+    if not broker.ready():
+        raise broker.not_ready_error()
     return ModelReady(name=info.name, ready=True)
 
 
@@ -240,7 +246,7 @@ async def not_found(request: Request, path: str) -> Response:
         for method in route.methods or ()
     )
     if allowed:
-        return error_response(
-            405, f"{request.method} is not allowed here", {"Allow": ", ".join(allowed)}
-        )
+        message = f"{request.method} is not allowed here"
+        allow = {"Allow": ", ".join(allowed)}
+        return error_response(request, 405, "method_not_allowed", message, allow)
     raise NotFound(f"no such endpoint: /v2/{path}")

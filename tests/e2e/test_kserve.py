@@ -172,11 +172,16 @@ def triton_error(call: object, *args: object, **kwargs: object) -> InferenceServ
     return caught.value
 
 
-def test_errors_are_4xx_with_a_message(client: triton.InferenceServerClient) -> None:
+def test_errors_are_4xx_with_a_message(
+    client: triton.InferenceServerClient, lite_server: Server
+) -> None:
     cat = [images_input([jpeg("chelsea")], binary=True)]
+    counted = lite_server.metric("resnet_serve_errors_total", code="unknown_model")
     unknown = triton_error(client.infer, "resnet152", cat)
     assert unknown.status() == "404"
     assert "resnet152" in unknown.message()
+    # The protocol's body has no code, but the stable code is still counted.
+    assert lite_server.metric("resnet_serve_errors_total", code="unknown_model") == counted + 1
     assert triton_error(client.infer, MODEL, cat, model_version="7").status() == "404"
     assert triton_error(client.get_model_metadata, "resnet152").status() == "404"
 
