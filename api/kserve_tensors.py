@@ -67,13 +67,13 @@ async def input_images(
     raise InvalidTensor(f"unknown input {tensor.name!r}; this model takes {IMAGES!r} or {PIXELS!r}")
 
 
-def _check(tensor: RequestInput, datatype: str, count: int, max_count: int) -> None:
+def _check(tensor: RequestInput, datatype: str, images: int, max_images: int) -> None:
     if tensor.datatype != datatype:
         raise InvalidTensor(f"input {tensor.name!r} must be {datatype}, not {tensor.datatype}")
-    if count == 0:
+    if images == 0:
         raise InvalidTensor(f"input {tensor.name!r} holds no image")
-    if count > max_count:
-        raise TooManyFiles(f"at most {max_count} images per request, got {count}")
+    if images > max_images:
+        raise TooManyFiles(f"at most {max_images} images per request, got {images}")
 
 
 def _base64(element: object, index: int) -> bytes:

@@ -7,6 +7,7 @@ Retry-After) when overloaded or not ready, 504 past the deadline.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -36,6 +37,8 @@ from api.kserve_tensors import count
 from api.service import Classifier
 from shared.errors import InvalidTensor, NotFound, NotReady, ServeError, UnknownModel
 from shared.jobs import ModelInfo
+
+log = logging.getLogger(__name__)
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 # Statuses the protocol's clients act on as they are; any other client error is a 400.
@@ -73,6 +76,9 @@ class KServeRoute(APIRoute):
                 return error_response(request, exc.status, exc.code, exc.message, exc.headers())
             except RequestValidationError as exc:
                 return error_response(request, 400, "invalid_tensor", _validation_message(exc))
+            except Exception:
+                log.exception("unhandled error")
+                return error_response(request, 500, "internal_error", "internal server error")
 
         return handle
 
