@@ -143,3 +143,9 @@ class Metrics:
             ["model"],
             registry=r,
         )
+
+    def start_model(self, model: str) -> None:
+        """Create a model's labelled series at zero, so dashboards and alerts see the
+        series (and `rate()` works) before the first event happens."""
+        for metric in (self.expired_jobs, self.reclaimed_jobs, self.dead_lettered):
+            metric.labels(model)

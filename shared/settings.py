@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = Field(None, description="Comma-separated API keys")
     api_keys_file: Path | None = Field(None, description="File of API keys, one per line")
     auth_exempt_paths: str = Field(
-        "/healthz,/readyz,/metrics,/v2/health/*",
+        # The web page (/ and its assets) holds no data; it asks for the key itself.
+        "/healthz,/readyz,/metrics,/v2/health/*,/,/static/*",
         description="Comma-separated paths (glob) served without a key",
     )
 

