@@ -14,7 +14,7 @@ from api.cache import ResponseCache
 from api.decoding import DecodePool
 from api.errors import install_error_handlers
 from api.middleware import RequestContext
-from api.routes import classify, health, page
+from api.routes import classify, health, kserve, page
 from api.service import Classifier
 from shared.broker import Broker
 from shared.metrics import Metrics
@@ -62,6 +62,7 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
     )
     app.include_router(classify.router)
     app.include_router(health.router)
+    app.include_router(kserve.router)
     app.include_router(page.router)
     install_error_handlers(app)
     keys = load_api_keys(settings)

@@ -12,10 +12,10 @@ class PredictionOut(BaseModel):
 
 
 class TimingsOut(BaseModel):
-    decode_ms: float
-    queue_ms: float
-    inference_ms: float
-    total_ms: float
+    decode_ms: float = Field(description="Decode, resize and crop", examples=[1.8])
+    queue_ms: float = Field(description="Waiting for a batch", examples=[2.1])
+    inference_ms: float = Field(description="The engine call of the batch", examples=[19.5])
+    total_ms: float = Field(description="Received to answered", examples=[24.0])
 
 
 class ClassifyResponse(BaseModel):
@@ -54,9 +54,9 @@ class ClassifyResponse(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(examples=["not_an_image"])
-    message: str
-    request_id: str | None
+    code: str = Field(description="Stable machine-readable code", examples=["not_an_image"])
+    message: str = Field(examples=["the upload is not an image in a supported format"])
+    request_id: str | None = Field(examples=["3f2a9c1e5b7d4e0f8a6b2c4d1e3f5a7b"])
 
 
 class ErrorResponse(BaseModel):
@@ -64,26 +64,26 @@ class ErrorResponse(BaseModel):
 
 
 class BatchItem(BaseModel):
-    filename: str
+    filename: str = Field(examples=["cat.jpg"])
     result: ClassifyResponse | None = None
     error: ErrorDetail | None = None
 
 
 class BatchResponse(BaseModel):
-    request_id: str
-    results: list[BatchItem]
+    request_id: str = Field(examples=["3f2a9c1e5b7d4e0f8a6b2c4d1e3f5a7b"])
+    results: list[BatchItem] = Field(description="One per uploaded file, in order")
 
 
 class ModelOut(BaseModel):
-    name: str
-    version: str
-    engine: str
-    precision: str
-    input_size: int
+    name: str = Field(examples=["resnet18"])
+    version: str = Field(examples=["1"])
+    engine: str = Field(examples=["onnxruntime"])
+    precision: str = Field(examples=["fp32"])
+    input_size: int = Field(description="Side of the square crop the model takes", examples=[224])
 
 
 class HealthResponse(BaseModel):
-    status: str
+    status: str = Field(examples=["ready"])
     models: list[ModelOut] = []
 
 

@@ -213,11 +213,18 @@ def predict(
     weights: Weights = None,
     engine: EngineOpt = None,
     model_repository: Repo = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Classify through a running server (http://host:port) instead"),
+    ] = None,
 ) -> None:
     """Classify local image files and print a top-k table."""
     settings = _settings(
         model=model, weights=weights, engine=engine, model_repository=model_repository
     )
+    if url:
+        _predict_remote(url, images, top_k, model)
+        return
     _build_or_exit(settings)
     import numpy as np
 
@@ -246,6 +253,40 @@ def predict(
                 str(path) if rank == 1 else "", str(rank), p.label, str(p.index), f"{p.score:.4f}"
             )
     loaded.engine.close()
+    Console().print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _predict_remote(url: str, images: list[Path], top_k: int, model: str | None) -> None:
+    import logging
+
+    from shared.client import Client
+    from shared.client_models import ServeClientError
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    table = Table(title=f"{url}")
+    for column in ("image", "rank", "label", "index", "score"):
+        table.add_column(column)
+    failed = False
+    with Client(url) as client:
+        for path in images:
+            try:
+                result = client.classify(path, top_k=top_k, model=model)
+            except ServeClientError as exc:
+                if exc.status == 0:  # nothing answered: no use trying the next image
+                    _fail(exc.message)
+                table.add_row(str(path), "-", f"error: {exc.code}: {exc.message}", "", "")
+                failed = True
+                continue
+            except OSError as exc:
+                table.add_row(str(path), "-", f"error: {exc}", "", "")
+                failed = True
+                continue
+            table.title = f"{result.model} v{result.version} at {url}"
+            for rank, p in enumerate(result.predictions, start=1):
+                name = str(path) if rank == 1 else ""
+                table.add_row(name, str(rank), p.label, str(p.index), f"{p.score:.4f}")
     Console().print(table)
     if failed:
         raise typer.Exit(1)

@@ -31,6 +31,12 @@ class InvalidParameter(ServeError):
     status, code = 422, "invalid_parameter"
 
 
+class InvalidTensor(ServeError):
+    """A KServe v2 request whose tensors do not fit the model (name, shape, dtype, data)."""
+
+    status, code = 400, "invalid_tensor"
+
+
 class UnsupportedMediaType(ServeError):
     status, code = 415, "unsupported_media_type"
 

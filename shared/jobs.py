@@ -25,6 +25,9 @@ class Job:
     enqueued_at: float = field(default_factory=time.time)
     # One request may carry several images; each image is its own job.
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Ask for the whole probability vector in `Result.scores`, not only the top-k
+    # (KServe v2's FP32 output); off by default, so the reply stays small.
+    full_scores: bool = False
 
     def expired(self, now: float | None = None) -> bool:
         return (now if now is not None else time.time()) >= self.deadline
@@ -45,6 +48,8 @@ class Result:
     queue_ms: float
     inference_ms: float
     batch_size: int
+    # float32 [num_classes] probabilities, only when the job asked for `full_scores`.
+    scores: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)

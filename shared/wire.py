@@ -3,6 +3,7 @@ a reply is JSON. No pickle: either side can be upgraded, or read by another lang
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -43,6 +44,8 @@ def encode_job(job: Job, reply_to: str) -> dict[bytes, bytes]:
         "enqueued_at": job.enqueued_at,
         "reply_to": reply_to,
     }
+    if job.full_scores:  # optional: only KServe v2's FP32 output asks for it
+        header["full_scores"] = True
     return {HEADER: json.dumps(header).encode(), TENSOR: image.tobytes()}
 
 
@@ -71,6 +74,7 @@ def decode_job(fields: dict[bytes, bytes]) -> Envelope:
             deadline=float(header["deadline"]),
             enqueued_at=float(header["enqueued_at"]),
             job_id=str(header["job_id"]),
+            full_scores=header.get("full_scores") is True,
         )
         return Envelope(job, str(header["reply_to"]))
     except (KeyError, TypeError, ValueError) as exc:
@@ -91,6 +95,9 @@ def encode_reply(job_id: str, outcome: Result | ServeError) -> bytes:
         "inference_ms": outcome.inference_ms,
         "batch_size": outcome.batch_size,
     }
+    if outcome.scores is not None:  # little-endian float32, base64: exact and 5.3 kB
+        scores = np.ascontiguousarray(outcome.scores, dtype="<f4").tobytes()
+        result["scores"] = base64.b64encode(scores).decode()
     return json.dumps({"v": VERSION, "job_id": job_id, "result": result}).encode()
 
 
@@ -110,9 +117,18 @@ def decode_reply(data: bytes) -> tuple[str, Result | ServeError]:
             queue_ms=float(r["queue_ms"]),
             inference_ms=float(r["inference_ms"]),
             batch_size=int(r["batch_size"]),
+            scores=_scores(r.get("scores")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedMessage(f"unreadable reply: {exc!r}") from None
+
+
+def _scores(encoded: object) -> np.ndarray | None:
+    if encoded is None:
+        return None
+    if not isinstance(encoded, str):
+        raise ValueError("scores must be base64 text")
+    return np.frombuffer(base64.b64decode(encoded, validate=True), dtype="<f4")
 
 
 def encode_model_info(info: ModelInfo) -> bytes:

@@ -110,6 +110,7 @@ class BatchRunner:
                     queue_ms=(now - job.enqueued_at) * 1000,
                     inference_ms=elapsed * 1000,
                     batch_size=len(live),
+                    scores=row if job.full_scores else None,
                 ),
             )
             for job, row in zip(live, probabilities, strict=True)

@@ -27,7 +27,12 @@ def _models(classifier: Classifier) -> list[ModelOut]:
     ]
 
 
-@router.get("/healthz", response_model=HealthResponse, responses={503: ERROR_RESPONSES[503]})
+@router.get(
+    "/healthz",
+    response_model=HealthResponse,
+    responses={503: ERROR_RESPONSES[503]},
+    summary="Liveness",
+)
 async def healthz(request: Request) -> Response:
     """Live: the process serves HTTP and its model did not fail to load."""
     failure = request.app.state.startup_failure
@@ -37,7 +42,12 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", response_model=HealthResponse, responses={503: ERROR_RESPONSES[503]})
+@router.get(
+    "/readyz",
+    response_model=HealthResponse,
+    responses={503: ERROR_RESPONSES[503]},
+    summary="Readiness",
+)
 async def readyz(request: Request) -> HealthResponse:
     """Ready: standalone, the model is loaded and warm and the batcher runs; distributed,
     Redis is reachable and at least one model has been announced by a worker."""
@@ -47,14 +57,20 @@ async def readyz(request: Request) -> HealthResponse:
     return HealthResponse(status="ready", models=_models(classifier))
 
 
-@router.get("/v1/models", response_model=list[ModelOut], tags=["classify"])
+@router.get("/v1/models", response_model=list[ModelOut], tags=["classify"], summary="Models")
 async def models(request: Request) -> list[ModelOut]:
     """The models this service answers for."""
     return _models(request.app.state.classifier)
 
 
-@router.get("/metrics", response_class=Response, include_in_schema=False)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
+    """Prometheus text exposition: requests, latency, batching and queue metrics."""
     return Response(
         generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
     )

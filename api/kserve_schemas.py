@@ -1,0 +1,293 @@
+"""KServe v2 (Open Inference Protocol) bodies, as the REST specification names them.
+
+https://github.com/kserve/open-inference-protocol (inference_rest.md), with Triton's
+binary tensor data and classification extensions.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+# The specification allows string, number or boolean values; bool comes first so that
+# JSON `true` stays a bool and `1` stays an int (pydantic's smart union picks exact types).
+Parameters = dict[str, bool | int | float | str]
+Shape = list[Annotated[int, Field(ge=0)]]
+
+_BASE64_EXAMPLE = "/9j/4AAQSkZJRgABAQ...(a whole JPEG file, base64)"
+_SCALAR: dict[str, Any] = {"type": ["number", "string", "boolean"]}
+# Documented two levels deep; validated as any JSON array (a UINT8 tensor has 150,528
+# elements per image: numpy checks them faster than a per-element union would).
+TensorData = Annotated[
+    list[Any],
+    WithJsonSchema(
+        {"type": "array", "items": {"anyOf": [_SCALAR, {"type": "array", "items": _SCALAR}]}}
+    ),
+]
+
+
+class ServerMetadata(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "resnet-serve",
+                    "version": "0.1.0",
+                    "extensions": ["binary_tensor_data", "classification"],
+                }
+            ]
+        }
+    )
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str = Field(examples=["images"])
+    datatype: str = Field(examples=["BYTES"])
+    shape: list[int] = Field(description="-1 marks a variable dimension", examples=[[-1]])
+
+
+class ModelMetadata(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "resnet18",
+                    "versions": ["1"],
+                    "platform": "onnxruntime_onnx",
+                    "inputs": [
+                        {"name": "images", "datatype": "BYTES", "shape": [-1]},
+                        {"name": "pixels", "datatype": "UINT8", "shape": [-1, 224, 224, 3]},
+                    ],
+                    "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 1000]}],
+                }
+            ]
+        }
+    )
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerLive(BaseModel):
+    live: bool = Field(examples=[True])
+
+
+class ServerReady(BaseModel):
+    ready: bool = Field(examples=[True])
+
+
+class ModelReady(BaseModel):
+    name: str = Field(examples=["resnet18"])
+    ready: bool = Field(examples=[True])
+
+
+class RequestInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+
+    # Documented as the names this server knows; checked by hand, with a message that
+    # says what the model takes.
+    name: str = Field(examples=["images"], json_schema_extra={"enum": ["images", "pixels"]})
+    shape: Shape = Field(examples=[[1]])
+    datatype: str = Field(examples=["BYTES"], json_schema_extra={"enum": ["BYTES", "UINT8"]})
+    parameters: Parameters = Field(
+        default_factory=dict,
+        description="`binary_data_size`: this tensor's bytes follow the JSON header",
+    )
+    data: TensorData | None = Field(
+        None,
+        description="Row-major elements, flat or nested (any depth). BYTES elements are "
+        "base64 strings. Absent when the tensor travels as binary data.",
+        examples=[[_BASE64_EXAMPLE]],
+    )
+
+
+class RequestOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(examples=["probabilities"], json_schema_extra={"enum": ["probabilities"]})
+    parameters: Parameters = Field(
+        default_factory=dict,
+        description="`classification`: k for top-k 'score:index:label' strings; "
+        "`binary_data`: true for binary tensor data",
+        examples=[{"classification": 3}],
+    )
+
+
+class InferenceRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "42",
+                    "inputs": [
+                        {
+                            "name": "images",
+                            "shape": [1],
+                            "datatype": "BYTES",
+                            "data": [_BASE64_EXAMPLE],
+                        }
+                    ],
+                    "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
+                }
+            ]
+        },
+    )
+
+    id: str | None = None
+    parameters: Parameters = Field(
+        default_factory=dict,
+        description="`binary_data_output`: all outputs as binary data; "
+        "`timeout`: microseconds, shortens the server's deadline",
+    )
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str = Field(examples=["probabilities"])
+    shape: list[int] = Field(examples=[[1, 1000]])
+    datatype: str = Field(examples=["FP32"])
+    parameters: Parameters | None = Field(
+        None,
+        description="`binary_data_size` when the output travels as binary data",
+        examples=[{"binary_data_size": 4000}],
+    )
+    data: list[float | str] | None = Field(
+        None,
+        description="Absent when the output travels as binary data",
+        examples=[["0.71:285:Egyptian cat"]],
+    )
+
+
+class InferenceResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_name": "resnet18",
+                    "model_version": "1",
+                    "id": "42",
+                    "outputs": [
+                        {
+                            "name": "probabilities",
+                            "shape": [1, 3],
+                            "datatype": "BYTES",
+                            "data": [
+                                "0.71:285:Egyptian cat",
+                                "0.17:281:tabby",
+                                "0.09:282:tiger cat",
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: Parameters | None = None
+    outputs: list[ResponseOutput]
+
+
+class ErrorResponse(BaseModel):
+    """The protocol's error body: one descriptive string."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"error": "model 'resnet50' is not served here"}]}
+    )
+
+    error: str
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema with its `$defs` substituted in place: a request body given
+    through `openapi_extra` is not added to the document's components by FastAPI."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+_ERROR_DESCRIPTIONS: dict[int | str, str] = {
+    400: "The request does not fit the model: input name, datatype, shape or data",
+    404: "Unknown model or version",
+    413: "Request body, image or batch too large",
+    503: "Queue full or not ready (see Retry-After)",
+    504: "Deadline exceeded",
+    # Also stops FastAPI documenting its own 422 body: /v2 answers every error this way.
+    "4XX": "Any other client error",
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in _ERROR_DESCRIPTIONS.items()
+}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+# The infer body is read by hand (it may be JSON followed by binary tensor data), so its
+# documentation is given explicitly.
+INFER_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": HEADER_LENGTH,
+            "in": "header",
+            "required": False,
+            "description": "Binary tensor data extension: the size of the JSON header that "
+            "starts the body; the binary tensor data follows it",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+        {
+            "name": "Content-Encoding",
+            "in": "header",
+            "required": False,
+            "description": "The request body may be compressed",
+            "schema": {"type": "string", "enum": ["identity", "gzip", "deflate"]},
+        },
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": inline_schema(InferenceRequest)},
+            "application/octet-stream": {
+                **_BINARY,
+                "description": f"The JSON header, then binary tensor data ({HEADER_LENGTH})",
+            },
+        },
+    },
+}
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON; with binary outputs, the JSON header then the tensor bytes",
+        "content": {"application/octet-stream": _BINARY},
+        "headers": {
+            HEADER_LENGTH: {
+                "description": "Size of the JSON header when binary outputs follow it",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
+    **ERRORS,
+}
