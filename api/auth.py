@@ -47,8 +47,14 @@ class ApiKeyAuth:
             return
         self.metrics.errors.labels("unauthorized").inc()
         request_id = scope.get("state", {}).get("request_id")
+        # KServe v2 clients expect the protocol's own error shape.
+        body = (
+            {"error": UNAUTHORIZED}
+            if scope["path"].startswith("/v2/")
+            else error_body("unauthorized", UNAUTHORIZED, request_id)
+        )
         response = JSONResponse(
-            error_body("unauthorized", UNAUTHORIZED, request_id),
+            body,
             status_code=401,
             headers={"WWW-Authenticate": "Bearer"},
         )

@@ -74,3 +74,11 @@ def test_keys_never_reach_the_log(guarded: Server) -> None:
     log = guarded.log()
     assert KEY_FROM_SETTING not in log
     assert KEY_FROM_FILE not in log
+
+
+def test_kserve_routes_get_the_protocols_error_shape(guarded: Server) -> None:
+    response = httpx.get(f"{guarded.url}/v2/models/resnet18")
+    assert response.status_code == 401
+    assert response.json() == {"error": response.json()["error"]}
+    assert isinstance(response.json()["error"], str)
+    assert httpx.get(f"{guarded.url}/v2/health/ready").status_code == 200  # exempt
