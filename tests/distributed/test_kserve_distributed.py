@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from tests.distributed.conftest import MODEL, cluster
+from tests.cluster import MODEL, cluster
 from tests.images import jpeg
 from tests.redis_server import RedisServer
 
