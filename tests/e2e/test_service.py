@@ -39,7 +39,9 @@ def test_chelsea_is_a_cat_and_coffee_is_espresso_or_cup(lite_server: Server) -> 
 
 
 def test_response_shape(lite_server: Server) -> None:
-    response = classify(lite_server, jpeg("rocket"), top_k=5)
+    response = classify(
+        lite_server, jpeg("rocket", quality=87), top_k=5
+    )  # bytes no other test sends
     body = response.json()
     assert body["model"] == "efficientnet_lite0"
     assert body["version"] == "1"
