@@ -15,6 +15,7 @@ from api.decoding import DecodePool
 from api.errors import install_error_handlers
 from api.middleware import RequestContext
 from api.routes import classify, health, kserve, page
+from api.routes.docs import install_docs
 from api.service import Classifier
 from shared.broker import Broker
 from shared.metrics import Metrics
@@ -52,6 +53,8 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
         summary="ImageNet classification over REST with dynamic batching",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by api/routes/docs.py from local assets
+        redoc_url=None,
     )
     pool = DecodePool(settings.decode_threads, settings.max_queue, metrics)
     app.state.settings = settings
@@ -62,6 +65,7 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
     )
     app.include_router(classify.router)
     app.include_router(health.router)
+    install_docs(app)
     app.include_router(kserve.router)
     app.include_router(page.router)
     install_error_handlers(app)

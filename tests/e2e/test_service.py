@@ -122,6 +122,7 @@ def test_health_readiness_models_metrics_and_docs(lite_server: Server) -> None:
     ready = httpx.get(f"{lite_server.url}/readyz").json()
     assert ready["models"][0]["name"] == "efficientnet_lite0"
     assert ready["models"][0]["engine"] == "onnxruntime"
+    assert classify(lite_server, jpeg("camera", quality=83)).status_code == 200
     metrics = httpx.get(f"{lite_server.url}/metrics").text
     for name in (
         "resnet_serve_requests_total",
@@ -133,7 +134,12 @@ def test_health_readiness_models_metrics_and_docs(lite_server: Server) -> None:
         "resnet_serve_in_flight_requests",
     ):
         assert name in metrics
-    assert httpx.get(f"{lite_server.url}/docs").status_code == 200
+    docs = httpx.get(f"{lite_server.url}/docs")
+    assert docs.status_code == 200
+    assert "cdn" not in docs.text  # offline machines get a working page
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/docs-assets/{asset}" in docs.text
+        assert httpx.get(f"{lite_server.url}/docs-assets/{asset}").status_code == 200
     spec = httpx.get(f"{lite_server.url}/openapi.json").json()
     classify_op = spec["paths"]["/v1/classify"]["post"]
     assert "image/*" in classify_op["requestBody"]["content"]
