@@ -83,12 +83,7 @@ def run_server(
         _wait_ready(server, ready_timeout_s)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def _wait_ready(server: Server, timeout_s: float) -> None:
