@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from api.auth import ApiKeyAuth, load_api_keys
+from api.bulk_store import BulkStore
 from api.cache import ResponseCache
 from api.decoding import DecodePool
 from api.errors import install_error_handlers
 from api.middleware import RequestContext
-from api.routes import classify, health, kserve, page
+from api.redis_broker import RedisBroker
+from api.routes import classify, health, jobs, kserve, page
 from api.routes.docs import install_docs
 from api.service import Classifier
 from shared.broker import Broker
@@ -46,6 +48,8 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
             with contextlib.suppress(BaseException):
                 await starting
             await broker.close()
+            if bulk_store is not None:
+                await bulk_store.close()
             pool.close()
 
     app = FastAPI(
@@ -60,11 +64,15 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.startup_failure = None
+    # Bulk jobs live in Redis: distributed mode only (routes/jobs.py answers 501 otherwise).
+    bulk_store = BulkStore(settings) if isinstance(broker, RedisBroker) else None
+    app.state.bulk_store = bulk_store
     app.state.classifier = Classifier(
         settings, broker, pool, ResponseCache(settings.response_cache_entries, metrics)
     )
     app.include_router(classify.router)
     app.include_router(health.router)
+    app.include_router(jobs.router)
     install_docs(app)
     app.include_router(kserve.router)
     app.include_router(page.router)

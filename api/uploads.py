@@ -46,6 +46,11 @@ async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
         yield chunk
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused past `limit` bytes."""
+    return b"".join([chunk async for chunk in _limited(request, limit)])
+
+
 async def read_uploads(
     request: Request, *, max_files: int, max_file_bytes: int, max_request_bytes: int
 ) -> list[Upload]:

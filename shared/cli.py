@@ -181,6 +181,29 @@ def worker(
     asyncio.run(serve_worker(settings))
 
 
+@app.command("jobs-worker")
+def jobs_worker(
+    redis_url: RedisUrl = None,
+    worker_id: Annotated[
+        str | None, typer.Option(help="Name of its health-check key (default: host name)")
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Exit 0 if this host's jobs-worker is healthy, else 1"),
+    ] = False,
+) -> None:
+    """Distributed mode, bulk jobs (POST /v1/jobs): an arq worker that feeds their images
+    through the inference streams. Needs no torch."""
+    settings = _settings(redis_url=redis_url, worker_id=worker_id)
+    import asyncio
+
+    from api.bulk_worker import healthy, serve_jobs_worker
+
+    if check:
+        raise typer.Exit(0 if asyncio.run(healthy(settings)) else 1)
+    asyncio.run(serve_jobs_worker(settings))
+
+
 @app.command()
 def export(
     model: Model = None,

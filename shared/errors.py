@@ -97,6 +97,44 @@ class DeadLettered(ServeError):
     status, code = 500, "dead_lettered"
 
 
+class BulkJobsUnavailable(ServeError):
+    status, code = 501, "bulk_jobs_unavailable"
+
+
+class JobNotFound(ServeError):
+    status, code = 404, "job_not_found"
+
+
+class IdempotencyKeyInUse(ServeError):
+    """The first request with this key is still storing its upload."""
+
+    status, code = 409, "idempotency_key_in_use"
+
+
+class IdempotencyKeyReused(ServeError):
+    """The key was used before for a different payload."""
+
+    status, code = 422, "idempotency_key_reused"
+
+
+class InvalidArchive(ServeError):
+    status, code = 422, "invalid_archive"
+
+
+class BulkStorageFull(ServeError):
+    status, code = 503, "bulk_storage_full"
+
+
+class UploadExpired(ServeError):
+    """A bulk job's images expired in Redis before a jobs-worker ran them."""
+
+    status, code = 410, "upload_expired"
+
+
+class JobTimeout(ServeError):
+    status, code = 504, "job_timeout"
+
+
 def error_for_code(code: str, message: str) -> ServeError:
     """Rebuild an error that crossed a process boundary as its code (unknown: internal)."""
     for cls in _subclasses(ServeError):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+
+from arq.constants import job_key_prefix, result_key_prefix
 
 # Consumer group all workers of a model share: each job goes to exactly one of them.
 WORKER_GROUP = "workers"
@@ -13,6 +16,11 @@ REPLY_TTL_S = 60
 MODEL_INFO_TTL_S = 24 * 3600
 # Dead letters are kept for inspection, the newest ones only (approximate trim).
 DEAD_LETTER_MAXLEN = 10_000
+# Bulk jobs: while a gateway writes a job's images, its state and idempotency key live
+# this long, so a gateway that dies mid-upload frees the key for a retry.
+BULK_UPLOAD_WINDOW_S = 120
+# The ledger's total lives in its hash under this field, beside one field per job.
+BULK_LEDGER_TOTAL = "_total"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +52,52 @@ class Keys:
 
     def worker_pattern(self, model: str) -> str:
         return f"{self.namespace}:worker:{model}:*"
+
+    # Bulk jobs (arq). Each key's TTL is set where it is written (api/bulk_store.py).
+
+    def bulk_queue(self) -> str:
+        """arq's queue (sorted set of job ids); TTL refreshed by every enqueue."""
+        return f"{self.namespace}:bulk"
+
+    def bulk_health(self, worker_id: str) -> str:
+        """arq's health-check key of one jobs-worker (TTL health interval + 1 s)."""
+        return f"{self.namespace}:bulk:health-check:{worker_id}"
+
+    def bulk_job(self, job_id: str) -> str:
+        """Hash: a bulk job's state, model, top_k, file names, times."""
+        return f"{self.namespace}:bulk:job:{job_id}"
+
+    def bulk_results(self, job_id: str) -> str:
+        """Hash: image index -> JSON result or error, written as images finish."""
+        return f"{self.namespace}:bulk:job:{job_id}:results"
+
+    def bulk_images(self, job_id: str) -> str:
+        """Hash: image index -> uploaded bytes, deleted as each image finishes
+        (TTL `bulk_upload_ttl_s`)."""
+        return f"{self.namespace}:bulk:job:{job_id}:images"
+
+    def bulk_idempotency(self, key: str) -> str:
+        """String: job id and payload digest for a client's Idempotency-Key (hashed, so
+        any header value makes a safe key name); same TTL as the job."""
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return f"{self.namespace}:bulk:idempotency:{digest}"
+
+    def bulk_ledger_expiry(self) -> str:
+        """Sorted set: job id -> when its upload expires, to release expired uploads."""
+        return f"{self.namespace}:bulk:uploads:expiry"
+
+    def bulk_ledger_bytes(self) -> str:
+        """Hash: job id -> bytes of its upload in Redis, plus the total
+        (`BULK_LEDGER_TOTAL`) that `max_bulk_stored_bytes` bounds."""
+        return f"{self.namespace}:bulk:uploads:bytes"
+
+
+# arq keeps its per-job keys under its own fixed prefixes, not our namespace; every one
+# has a TTL (the job: its `_expires`; the result: `keep_result`; in-progress and retry
+# counters: arq's own). Named here so tests and operators can find them.
+def arq_job(job_id: str) -> str:
+    return job_key_prefix + job_id
+
+
+def arq_result(job_id: str) -> str:
+    return result_key_prefix + job_id
