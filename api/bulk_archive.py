@@ -76,8 +76,8 @@ def _check_size(size: int, name: str, total: int, limits: ArchiveLimits) -> None
 def _is_file(info: zipfile.ZipInfo) -> bool:
     if info.is_dir() or info.filename.startswith("__MACOSX/"):
         return False
-    mode = info.external_attr >> 16  # Unix mode, when the archiver recorded one
-    return mode == 0 or stat.S_ISREG(mode)
+    # The Unix file type, when the archiver recorded one: symlinks, devices... are skipped.
+    return stat.S_IFMT(info.external_attr >> 16) in (0, stat.S_IFREG)
 
 
 def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> bytes:
