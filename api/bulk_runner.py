@@ -12,6 +12,8 @@ import logging
 import time
 from typing import Any
 
+from arq.worker import Retry
+from redis.exceptions import RedisError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -46,6 +48,7 @@ TRANSIENT = (QueueFull, NotReady, BrokerUnavailable, DeadlineExceeded)
 SUBMIT_ATTEMPTS = 8
 SUBMIT_WITHIN_S = 300.0
 MODEL_POLL_S = 0.5
+REDIS_RETRY_S = 5.0
 # A model no worker announces for this long, while others are served, is not coming.
 MODEL_MISSING_S = 60.0
 
@@ -63,6 +66,14 @@ class BulkRunner:
         self._slots = asyncio.Semaphore(settings.bulk_concurrency)
 
     async def run(self, job_id: str) -> dict[str, Any]:
+        try:
+            return await self._run(job_id)
+        except RedisError as exc:
+            # Lost Redis midway: arq runs the job again later, from the images not done.
+            log.warning("bulk job %s: Redis failed (%r); it will run again", job_id, exc)
+            raise Retry(defer=REDIS_RETRY_S) from exc
+
+    async def _run(self, job_id: str) -> dict[str, Any]:
         state = await self.store.load(job_id)
         if state is None:
             log.warning("bulk job %s expired before it ran", job_id)

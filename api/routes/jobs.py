@@ -13,6 +13,7 @@ from typing import Annotated, cast
 
 from fastapi import APIRouter, Header, Path, Request, Response
 
+from api.bulk_admission import admit
 from api.bulk_schemas import (
     JOB_RESPONSES,
     ImageResult,
@@ -98,8 +99,8 @@ async def submit_job(
     info = classifier.model(model)
     uploads = await read_bulk_uploads(request, store.settings)
     digest = await asyncio.to_thread(payload_digest, uploads, info.name, top_k)
-    submitted = await store.submit(
-        uploads, model=info.name, top_k=top_k, digest=digest, idempotency_key=idempotency_key
+    submitted = await admit(
+        store, uploads, model=info.name, top_k=top_k, digest=digest, idempotency_key=idempotency_key
     )
     location = f"/v1/jobs/{submitted.job_id}"
     response.headers["Location"] = location
