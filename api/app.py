@@ -72,7 +72,8 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
     )
     app.include_router(classify.router)
     app.include_router(health.router)
-    app.include_router(jobs.router)
+    # Documented where they work; a standalone server still answers them with a 501.
+    app.include_router(jobs.router, include_in_schema=bulk_store is not None)
     install_docs(app)
     app.include_router(kserve.router)
     app.include_router(page.router)

@@ -353,3 +353,31 @@ def test_standalone_mode_answers_that_bulk_jobs_need_redis(resnet_server: Server
     for response in (post, get):
         assert response.status_code == 501
         assert response.json()["error"]["code"] == "bulk_jobs_unavailable"
+
+
+def test_schemathesis_finds_nothing_in_the_jobs_routes(
+    bulk: Bulk, logs: Path, tmp_path: Path
+) -> None:
+    """The jobs routes are documented only where they work (distributed mode), so they
+    are fuzzed here: no 500s, every answer as documented."""
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{bulk.server.url}/openapi.json",
+        "--include-path-regex=^/v1/jobs",
+        "--checks=all",
+        "--exclude-checks=positive_data_acceptance",  # as in tests/e2e/test_openapi.py
+        "--max-examples=25",
+        "--seed=20261122",
+        "--generation-database=none",
+        "--workers=1",
+        "--request-timeout=30",
+        "--suppress-health-check=all",
+        "--no-color",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    (logs / "schemathesis-jobs.txt").write_text(run.stdout + run.stderr)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "Tested: 2" in run.stdout, run.stdout[-2000:]
