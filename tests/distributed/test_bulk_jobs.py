@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster import NAMESPACE, classify, cluster, images, wait_until
+from tests.cluster import NAMESPACE, classify, cluster, gateway, images, wait_until, workers
 from tests.redis_server import RedisServer, run_redis
 from tests.servers import Server, server_env, stop_process
 
@@ -129,6 +129,12 @@ def finished(server: Server, location: str, timeout_s: float = 90) -> dict[str, 
 
     wait_until(over, timeout_s, f"job {location}")
     return seen
+
+
+def status(server: Server, location: str) -> str:
+    response = httpx.get(f"{server.url}{location}", timeout=10)
+    assert response.status_code == 200, response.text
+    return str(response.json()["status"])
 
 
 def zipped(*entries: tuple[str | zipfile.ZipInfo, bytes]) -> bytes:
@@ -345,6 +351,42 @@ def test_a_queued_job_is_json_in_redis_runs_and_expires(
             started.process.terminate()
             assert started.process.wait(timeout=30) == 0, started.log()
         assert check(home, redis_server, "jobs-2") == 1
+
+
+def test_a_job_cut_off_by_sigterm_is_requeued_and_finished_by_another_jobs_worker(
+    home: Path, logs: Path, redis_server: RedisServer
+) -> None:
+    files = [(f"{i}.png", data) for i, data in enumerate(images(3, seed=16))]
+    client = redis_server.client()
+    with ExitStack() as stack:
+        (inference,) = stack.enter_context(workers(home, logs, redis_server, "w1"))
+        server = stack.enter_context(gateway(home, logs, redis_server, request_timeout_s="2"))
+        response = submit(server, files)
+        assert response.status_code == 202, response.text
+        job_id, location = response.json()["job_id"], response.headers["location"]
+        # No inference worker: the job starts, and its images wait and are retried.
+        stop_process(inference.process)
+        with jobs_worker(home, logs, redis_server, "jobs-a") as first:
+
+            def running() -> bool:
+                return (
+                    httpx.get(f"{server.url}{location}", timeout=10).json()["status"] == "running"
+                )
+
+            wait_until(running, 30, "the job to start")
+            first.process.terminate()  # arq waits 10 s for the job, then cancels it
+            assert first.process.wait(timeout=30) == 0, first.log()
+        cut_off = httpx.get(f"{server.url}{location}", timeout=10).json()
+        assert cut_off["status"] == "running"
+        assert cut_off["progress"]["done"] == 0
+        assert client.zscore(f"{NAMESPACE}:bulk", job_id) is not None  # back in arq's queue
+        assert not client.exists(f"arq:in-progress:{job_id}")  # and free to take
+
+        stack.enter_context(workers(home, logs, redis_server, "w2"))
+        with jobs_worker(home, logs, redis_server, "jobs-b"):
+            job = finished(server, location)
+        assert job["status"] == "done"
+        assert [r["status"] for r in job["results"]] == ["done"] * 3
 
 
 def test_standalone_mode_answers_that_bulk_jobs_need_redis(resnet_server: Server) -> None:
