@@ -123,8 +123,12 @@ class BulkRunner:
         tasks: list[asyncio.Task[None]] = []
         try:
             for index in pending:
-                await self._slots.acquire()  # released by the image's task
-                tasks.append(asyncio.create_task(self._image(state, index, info, config)))
+                await self._slots.acquire()
+                task = asyncio.create_task(self._image(state, index, info, config))
+                # A callback, not `finally`: a task cancelled before it starts never
+                # runs its body, and its slot must come back all the same.
+                task.add_done_callback(lambda _: self._slots.release())
+                tasks.append(task)
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
@@ -133,21 +137,18 @@ class BulkRunner:
     async def _image(
         self, state: JobState, index: int, info: ModelInfo, config: PreprocessConfig
     ) -> None:
+        data = await self.store.image(state.job_id, index)
+        request_id = f"bulk-{state.job_id}-{index}"
         try:
-            data = await self.store.image(state.job_id, index)
-            request_id = f"bulk-{state.job_id}-{index}"
-            try:
-                if data is None:
-                    raise UploadExpired("the image expired in Redis before it was run")
-                image, _ = await self.pool.preprocess(data, config)
-                result = await self._submit(image, info.name, state.top_k, request_id)
-            except ServeError as exc:
-                outcome: dict[str, Any] = {"error": {"code": exc.code, "message": exc.message}}
-            else:
-                outcome = _outcome(result)
-            await self.store.record(state.job_id, index, outcome)
-        finally:
-            self._slots.release()
+            if data is None:
+                raise UploadExpired("the image expired in Redis before it was run")
+            image, _ = await self.pool.preprocess(data, config)
+            result = await self._submit(image, info.name, state.top_k, request_id)
+        except ServeError as exc:
+            outcome: dict[str, Any] = {"error": {"code": exc.code, "message": exc.message}}
+        else:
+            outcome = _outcome(result)
+        await self.store.record(state.job_id, index, outcome)
 
     async def _submit(self, image: Any, model: str, top_k: int, request_id: str) -> Result:
         retrying = AsyncRetrying(
