@@ -5,7 +5,7 @@ inference streams through RedisBroker, as a gateway does (api/bulk_runner.py). a
 carries only job ids, as JSON (api/bulk_queue.py). On SIGTERM, running jobs get
 `COMPLETION_WAIT_S` to finish; then they are cancelled and re-queued, and the next run
 resumes after the images already done. A jobs-worker that dies outright leaves its job
-locked for `bulk_job_timeout_s` (arq's in-progress key), then another one resumes it.
+locked for its arq timeout plus 10 s (arq's in-progress key), then another one resumes it.
 """
 
 from __future__ import annotations
