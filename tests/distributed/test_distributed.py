@@ -210,14 +210,22 @@ def test_sigterm_on_a_worker_finishes_and_acknowledges_its_batch(
 def test_sigterm_on_a_gateway_drains_in_flight_requests(
     home: Path, logs: Path, redis_server: RedisServer
 ) -> None:
-    with cluster(home, logs, redis_server) as (server, _):
+    """Requests are held in flight (no worker runs) when the gateway gets SIGTERM; it
+    keeps serving them until a worker answers, then exits."""
+    settings = {"request_timeout_s": "30"}
+    with cluster(home, logs, redis_server, ("first",), **settings) as (server, (first,)):
+        stop_process(first.process)
         with ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(classify, server, d) for d in images(8, seed=8)]
-            wait_until(lambda: server.metric("resnet_serve_in_flight_requests") >= 8, 10)
+            # 8 classify requests plus the /metrics request asking.
+            wait_until(lambda: server.metric("resnet_serve_in_flight_requests") >= 9, 10)
             server.process.send_signal(signal.SIGTERM)
-            responses = [f.result() for f in futures]
-            # uvicorn re-raises the signal once it has shut down gracefully.
-            assert server.process.wait(timeout=20) in (0, -signal.SIGTERM)
+            time.sleep(1)
+            assert server.process.poll() is None  # still draining
+            with workers(home, logs, redis_server, "second", **settings):
+                responses = [f.result() for f in futures]
+                # uvicorn re-raises the signal once it has shut down gracefully.
+                assert server.process.wait(timeout=20) in (0, -signal.SIGTERM)
         assert [r.status_code for r in responses] == [200] * 8
         assert "Application shutdown complete" in server.log()
 
