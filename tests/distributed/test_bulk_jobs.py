@@ -356,7 +356,10 @@ def test_a_queued_job_is_json_in_redis_runs_and_expires(
 def test_an_upload_no_jobs_worker_took_expires_and_frees_its_storage(
     home: Path, logs: Path, redis_server: RedisServer
 ) -> None:
-    settings = {"bulk_upload_ttl_s": "1", "max_bulk_bytes": "400000"}
+    settings = {
+        "bulk_upload_ttl_s": "4",
+        "max_bulk_bytes": "400000",
+    }  # long enough to outlive the second submit on a loaded machine
     settings["max_bulk_stored_bytes"] = settings["max_bulk_bytes"]
     files = [(f"{i}.png", data) for i, data in enumerate(images(4, seed=17))]
     with cluster(home, logs, redis_server, **settings) as (server, _):
@@ -364,7 +367,7 @@ def test_an_upload_no_jobs_worker_took_expires_and_frees_its_storage(
         assert first.status_code == 202, first.text
         assert submit(server, files).json()["error"]["code"] == "bulk_storage_full"
         images_key = f"{NAMESPACE}:bulk:job:{first.json()['job_id']}:images"
-        wait_until(lambda: not redis_server.client().exists(images_key), 10, "the upload TTL")
+        wait_until(lambda: not redis_server.client().exists(images_key), 20, "the upload TTL")
         job = httpx.get(f"{server.url}{first.headers['location']}", timeout=10).json()
         assert job["status"] == "failed"
         assert job["error"]["code"] == "upload_expired"
