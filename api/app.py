@@ -9,19 +9,23 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from api.auth import ApiKeyAuth, load_api_keys
-from api.bulk_store import BulkStore
-from api.cache import ResponseCache
-from api.decoding import DecodePool
-from api.errors import install_error_handlers
-from api.middleware import RequestContext
-from api.redis_broker import RedisBroker
-from api.routes import classify, health, jobs, kserve, page
-from api.routes.docs import install_docs
-from api.service import Classifier
-from shared.broker import Broker
-from shared.metrics import Metrics
-from shared.settings import Settings
+from resnet_serve.api import health
+from resnet_serve.api.auth import ApiKeyAuth, load_api_keys
+from resnet_serve.api.broker.redis_broker import RedisBroker
+from resnet_serve.api.bulk import routes as bulk_routes
+from resnet_serve.api.bulk.store import BulkStore
+from resnet_serve.api.error_handlers import install_error_handlers
+from resnet_serve.api.kserve import routes as kserve_routes
+from resnet_serve.api.middleware import RequestContext
+from resnet_serve.api.v1 import routes as v1_routes
+from resnet_serve.api.v1.cache import ResponseCache
+from resnet_serve.api.v1.classifier import Classifier
+from resnet_serve.api.v1.decoding import DecodePool
+from resnet_serve.api.web import page
+from resnet_serve.api.web.docs import install_docs
+from resnet_serve.shared.broker import Broker
+from resnet_serve.shared.metrics import Metrics
+from resnet_serve.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +61,25 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
         summary="ImageNet classification over REST with dynamic batching",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url=None,  # served by api/routes/docs.py from local assets
+        docs_url=None,  # served by api/web/docs.py from local assets
         redoc_url=None,
     )
     pool = DecodePool(settings.decode_threads, settings.max_queue, metrics)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.startup_failure = None
-    # Bulk jobs live in Redis: distributed mode only (routes/jobs.py answers 501 otherwise).
+    # Bulk jobs live in Redis: distributed mode only (api/bulk/routes.py answers 501 otherwise).
     bulk_store = BulkStore(settings) if isinstance(broker, RedisBroker) else None
     app.state.bulk_store = bulk_store
     app.state.classifier = Classifier(
         settings, broker, pool, ResponseCache(settings.response_cache_entries, metrics)
     )
-    app.include_router(classify.router)
+    app.include_router(v1_routes.router)
     app.include_router(health.router)
     # Documented where they work; a standalone server still answers them with a 501.
-    app.include_router(jobs.router, include_in_schema=bulk_store is not None)
+    app.include_router(bulk_routes.router, include_in_schema=bulk_store is not None)
     install_docs(app)
-    app.include_router(kserve.router)
+    app.include_router(kserve_routes.router)
     app.include_router(page.router)
     install_error_handlers(app)
     keys = load_api_keys(settings)

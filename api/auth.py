@@ -14,9 +14,9 @@ from pathlib import Path
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.errors import error_body
-from shared.metrics import Metrics
-from shared.settings import Settings
+from resnet_serve.shared.errors import error_body
+from resnet_serve.shared.metrics import Metrics
+from resnet_serve.shared.settings import Settings
 
 UNAUTHORIZED = "a valid API key is required: send 'Authorization: Bearer <key>'"
 

@@ -9,8 +9,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.logs import request_id_var
-from shared.metrics import Metrics
+from resnet_serve.shared.logs import request_id_var
+from resnet_serve.shared.metrics import Metrics
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 

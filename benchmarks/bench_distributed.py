@@ -48,8 +48,8 @@ from bench_service import (
     log,
 )
 
-from shared.jobs import Job
-from shared.wire import encode_job
+from resnet_serve.shared.jobs import Job
+from resnet_serve.shared.wire import encode_job
 
 TENSOR_BYTES = 224 * 224 * 3
 
@@ -125,7 +125,7 @@ def redis_server(work: Path) -> Iterator[str]:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "shared.cli", *args]
+    return [sys.executable, "-m", "resnet_serve", *args]
 
 
 @contextmanager

@@ -9,7 +9,7 @@ One command measures, in one run and on the same (noisy) machine:
    in-process ceiling: decode threads and the served engine running as one pipeline in
    this process, with no HTTP (decode and inference compete for the same cores, so the
    ceiling is measured end to end, not summed from parts);
-4. the real service over HTTP (`python -m shared.cli serve` in a subprocess, response
+4. the real service over HTTP (`python -m resnet_serve serve` in a subprocess, response
    cache off) at several concurrencies, driven by `wrk` (C, cheap) or an asyncio httpx
    client when `wrk` is missing;
 5. cold start (launch -> /readyz 200, artifact already built) and peak server RSS;
@@ -67,9 +67,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python benchmarks/bench_service.py` from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from shared.preprocess import PreprocessConfig, preprocess  # noqa: E402
-from shared.settings import ENV_PREFIX, Settings, load_settings  # noqa: E402
-from worker.engines.base import Engine  # noqa: E402
+from resnet_serve.shared.preprocess import PreprocessConfig, preprocess  # noqa: E402
+from resnet_serve.shared.settings import ENV_PREFIX, Settings, load_settings  # noqa: E402
+from resnet_serve.worker.engines.base import Engine  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "bench-results"
 CLASSIFY_PATH = "/v1/classify"
@@ -407,12 +407,12 @@ class Server:
 
 @contextmanager
 def run_server(env: dict[str, str], log_dir: Path, timeout_s: float = 180) -> Iterator[Server]:
-    """`python -m shared.cli serve` on a free port; `ready_s` is launch -> /readyz 200."""
+    """`python -m resnet_serve serve` on a free port; `ready_s` is launch -> /readyz 200."""
     import httpx
 
     port = free_port()
     log_path = log_dir / f"serve-{port}.log"
-    command = [sys.executable, "-m", "shared.cli", "serve", "--weights", "random"]
+    command = [sys.executable, "-m", "resnet_serve", "serve", "--weights", "random"]
     command += ["--port", str(port)]
     start = time.perf_counter()
     with log_path.open("wb") as log:
@@ -917,7 +917,7 @@ def service_env(home: Path, args: argparse.Namespace) -> dict[str, str]:
 
 
 def export_artifact(env: dict[str, str]) -> None:
-    command = [sys.executable, "-m", "shared.cli", "export", "--weights", "random"]
+    command = [sys.executable, "-m", "resnet_serve", "export", "--weights", "random"]
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"export failed:\n{done.stdout}\n{done.stderr}")
@@ -932,7 +932,7 @@ class InProcessBench:
     reference, engine-only, decode-only and ceiling measurements."""
 
     def __init__(self, settings: Settings, plan: Plan, meter: NoiseMeter) -> None:
-        from worker.loading import load_model
+        from resnet_serve.worker.model.loading import load_model
 
         self.settings = settings
         self.plan = plan

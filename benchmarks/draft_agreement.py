@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shared.preprocess import PreprocessConfig, preprocess
-from shared.settings import load_settings
+from resnet_serve.shared.preprocess import PreprocessConfig, preprocess
+from resnet_serve.shared.settings import load_settings
+from resnet_serve.worker.model.loading import load_model
 from tests.images import crops
-from worker.loading import load_model
 
 SIZES = ((3000, 2000), (2000, 3000), (4032, 3024), (1600, 1200))
 

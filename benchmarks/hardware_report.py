@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from shared.settings import load_settings  # noqa: E402
+from resnet_serve.shared.settings import load_settings  # noqa: E402
 
 CPU_BATCHES = (1, 8, 32)
 GPU_BATCHES = (1, 8, 32, 128, 256)
@@ -69,10 +69,10 @@ def measure_engine(
     build_only: bool = False,
 ) -> list[Row]:
     """In this (child) process: open the engine, time each batch size."""
-    from worker.artifacts import artifact_key
-    from worker.engines.choice import choose_engine
-    from worker.engines.loader import open_engine
-    from worker.loading import ensure_artifact
+    from resnet_serve.worker.engines.choice import choose_engine
+    from resnet_serve.worker.engines.registry import open_engine
+    from resnet_serve.worker.model.artifacts import artifact_key
+    from resnet_serve.worker.model.loading import ensure_artifact
 
     settings = load_settings(
         engine=engine,
@@ -165,7 +165,7 @@ def decode_rate_per_core(seconds: float) -> dict[str, float]:
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     from bench_service import camera_sized, imagenet_sized
 
-    from shared.preprocess import PreprocessConfig, preprocess
+    from resnet_serve.shared.preprocess import PreprocessConfig, preprocess
 
     config = PreprocessConfig(resize_size=256, crop_size=224, max_pixels=40_000_000)
     rates = {}
@@ -291,7 +291,7 @@ def main() -> int:
         print(json.dumps([asdict(r) for r in rows]))
         return 0
 
-    from worker.engines.choice import cpu_has_native_bf16, cuda_present
+    from resnet_serve.worker.engines.choice import cpu_has_native_bf16, cuda_present
 
     cuda = cuda_present()
     device = "cuda" if cuda else "cpu"

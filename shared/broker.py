@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from shared.errors import ServeError
-from shared.jobs import Job, ModelInfo, Result
+from resnet_serve.shared.errors import ServeError
+from resnet_serve.shared.jobs import Job, ModelInfo, Result
 
 
 class Broker(Protocol):
@@ -26,4 +26,4 @@ class Broker(Protocol):
         """The models this broker can serve, by name."""
 
     async def submit(self, job: Job) -> Result:
-        """Run one job; raises a `shared.errors.ServeError` on rejection or failure."""
+        """Run one job; raises a `resnet_serve.shared.errors.ServeError` on rejection or failure."""

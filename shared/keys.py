@@ -53,7 +53,7 @@ class Keys:
     def worker_pattern(self, model: str) -> str:
         return f"{self.namespace}:worker:{model}:*"
 
-    # Bulk jobs (arq). Each key's TTL is set where it is written (api/bulk_store.py).
+    # Bulk jobs (arq). Each key's TTL is set where it is written (api/bulk/store.py).
 
     def bulk_queue(self) -> str:
         """arq's queue (sorted set of job ids); TTL refreshed by every enqueue."""

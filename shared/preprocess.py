@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from shared.errors import CorruptImage, EmptyBody, NotAnImage, TooManyPixels
+from resnet_serve.shared.errors import CorruptImage, EmptyBody, NotAnImage, TooManyPixels
 
 log = logging.getLogger(__name__)
 

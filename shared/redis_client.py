@@ -7,7 +7,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 
-from shared.settings import Settings
+from resnet_serve.shared.settings import Settings
 
 # Plain commands fail fast so a gateway answers 503 quickly while Redis is gone; blocking
 # reads wait at most `block_s` server-side, so their socket timeout sits just above it.

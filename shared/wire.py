@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import ServeError, error_for_code
-from shared.jobs import Job, ModelInfo, Prediction, Result
+from resnet_serve.shared.errors import ServeError, error_for_code
+from resnet_serve.shared.jobs import Job, ModelInfo, Prediction, Result
 
 VERSION = 1
 HEADER, TENSOR = b"header", b"tensor"

@@ -44,7 +44,7 @@ def resnet_artifact(home: Path) -> None:
     """Build the random-weights resnet18 artifact once, so workers start in seconds and
     never race to build it."""
     subprocess.run(
-        [sys.executable, "-m", "shared.cli", "export", "--weights", "random"],
+        [sys.executable, "-m", "resnet_serve", "export", "--weights", "random"],
         env=server_env(home),
         check=True,
         capture_output=True,

@@ -73,7 +73,7 @@ def run_server(
     """`resnet-serve serve` (or `api` with command_name="api"), ready to answer."""
     port = free_port()
     log_path = log_dir / f"{command_name}-{port}.log"
-    command = [sys.executable, "-m", "shared.cli", command_name, "--port", str(port), *args]
+    command = [sys.executable, "-m", "resnet_serve", command_name, "--port", str(port), *args]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, env=server_env(home, **settings), stdout=log, stderr=subprocess.STDOUT
@@ -120,7 +120,7 @@ def start_worker(
     """Start `resnet-serve worker`; `wait_worker_ready` tells when it takes jobs."""
     metrics_port = free_port()
     log_path = log_dir / f"worker-{worker_id}-{metrics_port}.log"
-    command = [sys.executable, "-m", "shared.cli", "worker", "--worker-id", worker_id, *args]
+    command = [sys.executable, "-m", "resnet_serve", "worker", "--worker-id", worker_id, *args]
     env = server_env(home, redis_url=redis_url, worker_metrics_port=str(metrics_port), **settings)
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

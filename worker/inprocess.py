@@ -8,12 +8,18 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from shared.errors import DeadlineExceeded, NotReady, QueueFull, ServeError, UnknownModel
-from shared.jobs import Job, ModelInfo, Result
-from shared.metrics import Metrics
-from shared.settings import Settings
-from worker.loading import LoadedModel, load_model
-from worker.runner import BatchRunner
+from resnet_serve.shared.errors import (
+    DeadlineExceeded,
+    NotReady,
+    QueueFull,
+    ServeError,
+    UnknownModel,
+)
+from resnet_serve.shared.jobs import Job, ModelInfo, Result
+from resnet_serve.shared.metrics import Metrics
+from resnet_serve.shared.settings import Settings
+from resnet_serve.worker.model.loading import LoadedModel, load_model
+from resnet_serve.worker.runner import BatchRunner
 
 log = logging.getLogger(__name__)
 

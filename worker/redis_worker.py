@@ -26,22 +26,22 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
-from shared import keys as k
-from shared.errors import DeadLettered, InferenceFailed, ServeError
-from shared.jobs import Job, Result
-from shared.metrics import Metrics
-from shared.redis_client import redacted, redis_client
-from shared.settings import Settings
-from shared.supervise import Backoff
-from shared.wire import (
+from resnet_serve.shared import keys as k
+from resnet_serve.shared.errors import DeadLettered, InferenceFailed, ServeError
+from resnet_serve.shared.jobs import Job, Result
+from resnet_serve.shared.metrics import Metrics
+from resnet_serve.shared.redis_client import redacted, redis_client
+from resnet_serve.shared.settings import Settings
+from resnet_serve.shared.supervise import Backoff
+from resnet_serve.shared.wire import (
     HEADER,
     MalformedMessage,
     decode_job,
     encode_model_info,
     encode_reply,
 )
-from worker.loading import LoadedModel, load_model
-from worker.runner import BatchRunner
+from resnet_serve.worker.model.loading import LoadedModel, load_model
+from resnet_serve.worker.runner import BatchRunner
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from shared.errors import DeadlineExceeded, InferenceFailed, ServeError
-from shared.jobs import Job, Prediction, Result
-from shared.metrics import Metrics
-from worker.batching import next_batch
-from worker.loading import LoadedModel
+from resnet_serve.shared.errors import DeadlineExceeded, InferenceFailed, ServeError
+from resnet_serve.shared.jobs import Job, Prediction, Result
+from resnet_serve.shared.metrics import Metrics
+from resnet_serve.worker.batching import next_batch
+from resnet_serve.worker.model.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 

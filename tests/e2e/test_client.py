@@ -1,4 +1,4 @@
-"""The Python client (shared/client.py) and `predict --url` against real servers."""
+"""The Python client (resnet_serve/client/) and `predict --url` against real servers."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.client import AsyncClient, Client
-from shared.client_models import ServeClientError
-from shared.client_retry import NO_RETRIES, RetryPolicy
+from resnet_serve.client.client import AsyncClient, Client
+from resnet_serve.client.models import ServeClientError
+from resnet_serve.client.retry import NO_RETRIES, RetryPolicy
 from tests.images import crops, encode, jpeg
 from tests.servers import Server, free_port, run_server, server_env
 
@@ -97,7 +97,7 @@ def test_503s_of_a_full_queue_are_retried_after_retry_after(
         assert "queue_full" in outcomes, outcomes
         rejected_before = server.metric("resnet_serve_requests_total", status="503")
 
-        with caplog.at_level(logging.WARNING, logger="shared.client_retry"):
+        with caplog.at_level(logging.WARNING, logger="resnet_serve.client.retry"):
             with Client(server.url, retry=patient) as client, ThreadPoolExecutor(12) as pool:
                 results = list(pool.map(client.classify, images))
 
@@ -130,7 +130,7 @@ def test_cli_predict_through_a_server(lite_server: Server, home: Path, tmp_path:
     photo.write_bytes(jpeg("chelsea"))
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
-    command = [sys.executable, "-m", "shared.cli", "predict", str(photo), str(notes)]
+    command = [sys.executable, "-m", "resnet_serve", "predict", str(photo), str(notes)]
     env = server_env(home) | {"COLUMNS": "200"}
     remote = subprocess.run(
         [*command, "--url", lite_server.url, "--top-k", "3"],

@@ -14,7 +14,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from shared.preprocess import PreprocessConfig, preprocess
+from resnet_serve.shared.preprocess import PreprocessConfig, preprocess
 from tests.images import crops, encode, jpeg
 from tests.servers import Server, run_server
 

@@ -193,7 +193,7 @@ def test_cli_predict_prints_a_table(home: Path, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "resnet_serve",
             "predict",
             str(photo),
             "--model",
@@ -212,7 +212,7 @@ def test_cli_predict_prints_a_table(home: Path, tmp_path: Path) -> None:
 
 def test_cli_models_lists_built_artifacts(lite_server: Server, home: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "models"],
+        [sys.executable, "-m", "resnet_serve", "models"],
         env=server_env(home) | {"COLUMNS": "200"},
         capture_output=True,
         text=True,

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from shared.settings import load_settings
+from resnet_serve.shared.settings import load_settings
+from resnet_serve.worker.engines.choice import EngineChoice
+from resnet_serve.worker.engines.registry import open_engine
+from resnet_serve.worker.model.artifacts import ModelRepository
+from resnet_serve.worker.model.catalog import get_spec
+from resnet_serve.worker.model.export import build_eager, export_artifact
+from resnet_serve.worker.model.loading import ensure_artifact
+from resnet_serve.worker.model.serving_module import ServingModule
+from resnet_serve.worker.model.weights import resolve_weights
 from tests.images import crops
-from worker.artifacts import ModelRepository
-from worker.catalog import get_spec
-from worker.engines.choice import EngineChoice
-from worker.engines.loader import open_engine
-from worker.export import build_eager, export_artifact
-from worker.loading import ensure_artifact
-from worker.serving_module import ServingModule
-from worker.weights import resolve_weights
 
 CROPS = 256
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from resnet_serve.worker.model.catalog import WeightsSource, get_spec
+from resnet_serve.worker.model.weights import WeightsCorrupt, WeightsNotFound, resolve_weights
 from tests.servers import server_env
-from worker.catalog import WeightsSource, get_spec
-from worker.weights import WeightsCorrupt, WeightsNotFound, resolve_weights
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_serve_exits_non_zero_with_the_message_when_no_weights(tmp_path: Path) -
     env = server_env(tmp_path / "home")
     env["TORCH_HOME"] = str(tmp_path / "torch-home")
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "serve", "--port", "0"],
+        [sys.executable, "-m", "resnet_serve", "serve", "--port", "0"],
         env=env,
         capture_output=True,
         text=True,

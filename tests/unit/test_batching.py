@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from worker.batching import next_batch
+from resnet_serve.worker.batching import next_batch
 
 
 def run(coro):  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""api.bulk_archive: zip uploads for bulk jobs, against hostile archives built here."""
+"""resnet_serve.api.bulk.archive: zip uploads for bulk jobs, against hostile archives built here."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import zipfile
 
 import pytest
 
-from api.bulk_archive import ArchiveLimits, read_zip, safe_name
-from shared.errors import InvalidArchive, PayloadTooLarge, TooManyFiles
+from resnet_serve.api.bulk.archive import ArchiveLimits, read_zip, safe_name
+from resnet_serve.shared.errors import InvalidArchive, PayloadTooLarge, TooManyFiles
 
 LIMITS = ArchiveLimits(max_files=4, max_file_bytes=1000, max_total_bytes=2500)
 

@@ -11,9 +11,9 @@ import api, shared
 for package in (api, shared):
     for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         importlib.import_module(module.name)
-from api.app import create_app
-from shared.metrics import Metrics
-from shared.settings import load_settings
+from resnet_serve.api.app import create_app
+from resnet_serve.shared.metrics import Metrics
+from resnet_serve.shared.settings import load_settings
 
 class NoBroker:
     async def start(self): pass

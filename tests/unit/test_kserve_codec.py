@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
-from api.kserve_codec import (
+from resnet_serve.api.kserve.codec import (
     BinaryData,
     decompress,
     encode_response,
@@ -18,7 +18,7 @@ from api.kserve_codec import (
     split,
     unpack_bytes,
 )
-from shared.errors import InvalidTensor, PayloadTooLarge, UnsupportedMediaType
+from resnet_serve.shared.errors import InvalidTensor, PayloadTooLarge, UnsupportedMediaType
 
 
 def test_bytes_tensors_round_trip_with_tritonclients_own_serializer() -> None:

@@ -1,4 +1,4 @@
-"""shared.preprocess: torchvision parity, every Pillow mode, JPEG draft mode, hostile bytes.
+"""resnet_serve.shared.preprocess: torchvision parity, Pillow modes, JPEG draft, hostile bytes.
 
 The reference is torchvision's own `Compose([Resize(256), CenterCrop(224)])` on PIL RGB
 images, the recipe the model was trained with; the gateway must match it without torch.
@@ -19,8 +19,14 @@ import pytest
 from PIL import Image, ImageFile
 from torchvision import transforms
 
-from shared.errors import CorruptImage, EmptyBody, NotAnImage, ServeError, TooManyPixels
-from shared.preprocess import PreprocessConfig, preprocess, resize_center_crop, to_rgb
+from resnet_serve.shared.errors import (
+    CorruptImage,
+    EmptyBody,
+    NotAnImage,
+    ServeError,
+    TooManyPixels,
+)
+from resnet_serve.shared.preprocess import PreprocessConfig, preprocess, resize_center_crop, to_rgb
 from tests.images import PHOTOS, encode, photo
 
 FULL = PreprocessConfig(jpeg_draft=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared.settings import load_settings
+from resnet_serve.shared.settings import load_settings
 
 
 @pytest.fixture(autouse=True)

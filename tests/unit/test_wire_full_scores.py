@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from shared.jobs import Job, Prediction, Result
-from shared.wire import HEADER, decode_job, decode_reply, encode_job, encode_reply
+from resnet_serve.shared.jobs import Job, Prediction, Result
+from resnet_serve.shared.wire import HEADER, decode_job, decode_reply, encode_job, encode_reply
 
 
 def job(full_scores: bool) -> Job:

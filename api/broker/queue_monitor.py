@@ -1,0 +1,159 @@
+"""Watches each model's job stream and workers in Redis, once a second: readiness (Redis
+reachable), the models workers announced, the queue gauges, Retry-After and the
+workers-needed autoscaling signal. Every gateway computes the same values."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from resnet_serve.shared import keys as k
+from resnet_serve.shared.jobs import ModelInfo
+from resnet_serve.shared.metrics import Metrics
+from resnet_serve.shared.settings import Settings
+from resnet_serve.shared.supervise import Backoff
+from resnet_serve.shared.wire import MalformedMessage, decode_model_info
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 1.0
+
+# One round trip for the queue gauges; the tensors never leave the server.
+PROBE = """
+local length = redis.call('XLEN', KEYS[1])
+local pending, oldest, added = 0, '', 0
+if length > 0 then
+  local summary = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+  if type(summary) == 'table' and summary.err == nil then pending = summary[1] end
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  if first[1] then oldest = first[1][1] end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'entries-added' then added = info[i + 1] end
+  end
+end
+local now = redis.call('TIME')
+return {length, pending, oldest, added, redis.call('XLEN', KEYS[2]), now[1], now[2]}
+"""
+
+
+@dataclass
+class QueueState:
+    """What the monitor last saw of one model's queue and its workers."""
+
+    depth: int = 0
+    in_flight: int = 0
+    workers: int = 0
+    capacity_per_s: float = 0.0  # images/s summed over live workers
+    arrivals_per_s: float = 0.0
+    added: int = 0
+    seen_at: float = 0.0
+
+
+class QueueMonitor:
+    def __init__(self, settings: Settings, metrics: Metrics, client: Redis) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.keys = k.Keys(settings.redis_namespace)
+        self.models: dict[str, ModelInfo] = {}
+        self.reachable = False
+        self._client = client
+        self._probe = client.register_script(PROBE)
+        self._queues: dict[str, QueueState] = {}
+
+    def retry_after_s(self, model: str) -> float:
+        state = self._queues.get(model)
+        if state is None or not state.capacity_per_s:
+            return 1.0
+        return state.depth / state.capacity_per_s
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self._observe()
+            except RedisError as exc:
+                if self.reachable or not backoff.failing:
+                    log.warning("Redis unreachable: %r", exc)
+                self.reachable = False
+                await backoff.wait()
+                continue
+            if backoff.failing:
+                log.info("Redis reachable again")
+            backoff.reset()
+            self.reachable = True
+            await asyncio.sleep(INTERVAL_S)
+
+    async def _observe(self) -> None:
+        models: dict[str, ModelInfo] = {}
+        async for key in self._client.scan_iter(match=self.keys.model_info_pattern()):
+            data = cast(bytes | None, await self._client.get(key))
+            if data is None:
+                continue
+            try:
+                info = decode_model_info(data)
+            except MalformedMessage as exc:
+                log.warning("ignored model description %s: %s", key, exc)
+                continue
+            models[info.name] = info
+        for name in models:
+            await self._observe_queue(name)
+        self.models = models
+
+    async def _observe_queue(self, model: str) -> None:
+        length, pending, oldest, added, dead, secs, usecs = await self._probe(
+            keys=[self.keys.jobs(model), self.keys.dead_letters(model)],
+            args=[k.WORKER_GROUP],
+        )
+        now = int(secs) + int(usecs) / 1e6
+        state = self._queues.setdefault(model, QueueState())
+        state.in_flight = int(pending)
+        state.depth = max(int(length) - state.in_flight, 0)
+        if state.seen_at and int(added) >= state.added:
+            rate = (int(added) - state.added) / max(now - state.seen_at, 1e-3)
+            state.arrivals_per_s = 0.5 * state.arrivals_per_s + 0.5 * rate
+        state.added, state.seen_at = int(added), now
+        await self._observe_workers(model, state)
+
+        oldest_age = now - int(oldest.split(b"-")[0]) / 1000 if oldest else 0.0
+        m = self.metrics
+        m.queue_depth.labels(model).set(state.depth)
+        m.queue_in_flight.labels(model).set(state.in_flight)
+        m.queue_oldest_age.labels(model).set(max(oldest_age, 0.0))
+        m.dead_letters.labels(model).set(int(dead))
+        m.workers.labels(model).set(state.workers)
+        m.workers_needed.labels(model).set(self._workers_needed(state))
+
+    async def _observe_workers(self, model: str, state: QueueState) -> None:
+        keys = [key async for key in self._client.scan_iter(match=self.keys.worker_pattern(model))]
+        beats = await self._client.mget(keys) if keys else []
+        rates = []
+        for beat in beats:
+            if beat is None:
+                continue  # expired between SCAN and MGET
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                rates.append(float(json.loads(beat)["images_per_s"]))
+        state.workers = len(rates)
+        state.capacity_per_s = sum(rates)
+
+    def _workers_needed(self, state: QueueState) -> int:
+        """Workers to keep up with arrivals plus drain the backlog within the objective."""
+        backlog = state.depth + state.in_flight
+        if not backlog and state.arrivals_per_s < 0.01:
+            return 0
+        if state.capacity_per_s <= 0:
+            return max(state.workers, 1)  # no throughput measured yet: keep what there is
+        per_worker = state.capacity_per_s / state.workers
+        drain_s = self.settings.queue_latency_objective_s
+        needed = state.arrivals_per_s / per_worker + backlog / (per_worker * drain_s)
+        return max(1, math.ceil(needed))

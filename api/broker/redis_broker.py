@@ -1,0 +1,174 @@
+"""Distributed mode's broker, gateway side: jobs go onto a Redis stream per model, results
+come back on this gateway's own reply list, drained by one background task.
+
+Admission is one atomic script (length check + XADD), so the queue is bounded across any
+number of gateways. Readiness, the models served and Retry-After come from the queue
+monitor (api/broker/queue_monitor.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import cast
+
+from redis.exceptions import RedisError
+
+from resnet_serve.api.broker.queue_monitor import QueueMonitor
+from resnet_serve.shared import keys as k
+from resnet_serve.shared.errors import (
+    BrokerUnavailable,
+    DeadlineExceeded,
+    NotReady,
+    QueueFull,
+    ServeError,
+    UnknownModel,
+)
+from resnet_serve.shared.jobs import Job, ModelInfo, Result
+from resnet_serve.shared.metrics import Metrics
+from resnet_serve.shared.redis_client import redacted, redis_client
+from resnet_serve.shared.settings import Settings
+from resnet_serve.shared.supervise import Backoff, supervised
+from resnet_serve.shared.wire import MalformedMessage, decode_reply, encode_job
+
+log = logging.getLogger(__name__)
+
+# Refuse when the stream already holds `max_queue` unacknowledged jobs; otherwise add.
+ADMIT = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+return redis.call('XADD', KEYS[1], '*', 'header', ARGV[2], 'tensor', ARGV[3])
+"""
+
+REPLY_BLOCK_S = 1.0
+
+
+class RedisBroker:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.keys = k.Keys(settings.redis_namespace)
+        self.gateway_id = uuid.uuid4().hex[:16]
+        self.reply_to = self.keys.reply(self.gateway_id)
+        self._client = redis_client(settings)
+        self._blocking = redis_client(settings, block_s=REPLY_BLOCK_S)
+        self._admit = self._client.register_script(ADMIT)
+        self._waiters: dict[str, asyncio.Future[Result]] = {}
+        self.monitor = QueueMonitor(settings, metrics, self._client)
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start the reply drainer and the monitor; Redis being down is not fatal here,
+        readiness reports it and both loops reconnect on their own."""
+        log.info("gateway %s using Redis at %s", self.gateway_id, self._url())
+        self._tasks = [
+            asyncio.create_task(supervised("replies", self._drain_replies), name="replies"),
+            asyncio.create_task(supervised("monitor", self.monitor.run), name="monitor"),
+        ]
+
+    def ready(self) -> bool:
+        loops_alive = bool(self._tasks) and not any(task.done() for task in self._tasks)
+        watched = self.monitor.reachable and bool(self.monitor.models)
+        return loops_alive and watched and not self._closing
+
+    def not_ready_error(self) -> ServeError:
+        if self._closing:
+            return NotReady("the gateway is draining", retry_after_s=1)
+        if not self.monitor.reachable:
+            return BrokerUnavailable("the job queue (Redis) is unreachable", retry_after_s=1)
+        return NotReady("no worker has announced a model yet", retry_after_s=1)
+
+    def models(self) -> Mapping[str, ModelInfo]:
+        return self.monitor.models
+
+    async def submit(self, job: Job) -> Result:
+        if not self.ready():
+            raise self.not_ready_error()
+        if job.model not in self.monitor.models:
+            raise UnknownModel(f"model {job.model!r} is not served here")
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        # Registered before the job is visible to any worker, so no reply can be missed.
+        self._waiters[job.job_id] = future
+        try:
+            fields = encode_job(job, self.reply_to)
+            try:
+                entry = await self._admit(
+                    keys=[self.keys.jobs(job.model)],
+                    args=[self.settings.max_queue, fields[b"header"], fields[b"tensor"]],
+                )
+            except RedisError as exc:
+                self.monitor.reachable = False
+                log.warning("could not enqueue a job: %r", exc)
+                raise BrokerUnavailable(
+                    "the job queue (Redis) is unreachable", retry_after_s=1
+                ) from None
+            if entry is None:
+                raise QueueFull(
+                    "the inference queue is full",
+                    retry_after_s=self.monitor.retry_after_s(job.model),
+                )
+            try:
+                return await asyncio.wait_for(future, max(job.deadline - time.time(), 0))
+            except TimeoutError:
+                raise DeadlineExceeded("no result before the request deadline") from None
+        finally:
+            self._waiters.pop(job.job_id, None)
+
+    async def close(self) -> None:
+        """Drain: stop admitting, wait for in-flight requests (bounded), stop the loops."""
+        self._closing = True
+        if self._waiters:
+            await asyncio.wait(
+                list(self._waiters.values()), timeout=self.settings.request_timeout_s
+            )
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._client.aclose()
+        await self._blocking.aclose()
+
+    # Reply path
+
+    async def _drain_replies(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                # BLMPOP: up to 256 replies per round trip (redis-py 5 mistypes blmpop).
+                popped = await self._blocking.execute_command(
+                    "BLMPOP", REPLY_BLOCK_S, 1, self.reply_to, "LEFT", "COUNT", 256
+                )
+            except RedisError as exc:
+                self.monitor.reachable = False
+                if not backoff.failing:
+                    log.warning("reply channel lost: %r; reconnecting", exc)
+                await backoff.wait()
+                continue
+            if backoff.failing:
+                log.info("reply channel back")
+            backoff.reset()
+            if popped:
+                self._resolve(cast(list[bytes], popped[1]))
+
+    def _resolve(self, replies: list[bytes]) -> None:
+        for data in replies:
+            try:
+                job_id, outcome = decode_reply(data)
+            except MalformedMessage as exc:
+                log.warning("dropped a reply: %s", exc)
+                continue
+            future = self._waiters.get(job_id)
+            if future is None or future.done():
+                continue  # the request already gave up (deadline or disconnect)
+            if isinstance(outcome, ServeError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    def _url(self) -> str:
+        return redacted(self.settings.redis_url.get_secret_value())

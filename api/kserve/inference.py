@@ -1,0 +1,154 @@
+"""One KServe v2 inference: the model's tensors, input tensors to jobs, results to outputs.
+
+A model takes one of two inputs, and answers one output:
+- `images`  BYTES [N] (or [N, 1]): encoded image files, decoded in the gateway's pool;
+- `pixels`  UINT8 [N, S, S, 3]: images the client already resized and cropped;
+- `probabilities` FP32 [N, classes], or with Triton's classification extension
+  BYTES [N, k] strings "score:index:label".
+Each image becomes one `Job` for the broker, so v2 requests share batches with /v1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from resnet_serve.api.kserve.codec import BinaryData, pack_bytes
+from resnet_serve.api.kserve.schemas import (
+    InferenceRequest,
+    ModelMetadata,
+    RequestOutput,
+    TensorMetadata,
+)
+from resnet_serve.api.kserve.tensors import IMAGES, PIXELS, count, flag, gather_all, input_images
+from resnet_serve.api.v1.classifier import Classifier
+from resnet_serve.shared.errors import InferenceFailed, InvalidTensor
+from resnet_serve.shared.jobs import Job, ModelInfo, Result
+
+PROBABILITIES = "probabilities"
+# Triton's platform names, so tools that look at `platform` recognise the artifact.
+_PLATFORMS = {
+    "onnxruntime": "onnxruntime_onnx",
+    "torchscript": "pytorch_libtorch",
+    "tensorrt": "tensorrt_plan",
+}
+
+
+def metadata(info: ModelInfo) -> ModelMetadata:
+    size = info.input_size
+    return ModelMetadata(
+        name=info.name,
+        versions=[info.version],
+        platform=_PLATFORMS.get(info.engine, info.engine),
+        inputs=[
+            TensorMetadata(name=IMAGES, datatype="BYTES", shape=[-1]),
+            TensorMetadata(name=PIXELS, datatype="UINT8", shape=[-1, size, size, 3]),
+        ],
+        outputs=[TensorMetadata(name=PROBABILITIES, datatype="FP32", shape=[-1, info.num_classes])],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRequest:
+    name: str
+    classification: int  # top-k strings; 0 for the plain FP32 tensor
+    binary: bool
+
+
+def timeout_us(request: InferenceRequest) -> int | None:
+    """Triton's `timeout` request parameter: microseconds the client is willing to wait."""
+    return count(request.parameters, "timeout", "request")
+
+
+def output_requests(request: InferenceRequest, info: ModelInfo) -> list[OutputRequest]:
+    """What to answer; no `outputs` means every output, as JSON unless
+    `binary_data_output` says otherwise."""
+    default_binary = flag(request.parameters, "binary_data_output", False)
+    wanted = request.outputs or [RequestOutput(name=PROBABILITIES)]
+    if len({o.name for o in wanted}) != len(wanted):
+        raise InvalidTensor("each output may be requested once")
+    answers = []
+    for output in wanted:
+        if output.name != PROBABILITIES:
+            raise InvalidTensor(f"unknown output {output.name!r}; this model has {PROBABILITIES!r}")
+        k = count(output.parameters, "classification", f"output {output.name!r}") or 0
+        if k > info.num_classes:
+            raise InvalidTensor(
+                f"classification asks for {k} classes; the model has {info.num_classes}"
+            )
+        binary = flag(output.parameters, "binary_data", default_binary)
+        answers.append(OutputRequest(output.name, k, binary))
+    return answers
+
+
+async def run(
+    classifier: Classifier,
+    info: ModelInfo,
+    request: InferenceRequest,
+    binary: BinaryData,
+    request_id: str,
+    deadline: float,
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The response's JSON header and the binary blobs that follow it."""
+    outputs = output_requests(request, info)
+    images = await input_images(request, binary, classifier, info)
+    k = max(o.classification for o in outputs)
+    jobs = [
+        Job(
+            request_id=request_id,
+            model=info.name,
+            image=image,
+            top_k=max(k, 1),
+            deadline=deadline,
+            full_scores=any(o.classification == 0 for o in outputs),
+        )
+        for image in images
+    ]
+    submits = [classifier.broker.submit(job) for job in jobs]
+    results = await gather_all(submits, request.inputs[0].name)
+    entries, blobs = response_outputs(outputs, results)
+    answer: dict[str, Any] = {"model_name": info.name, "model_version": info.version}
+    if request.id is not None:
+        answer["id"] = request.id
+    answer["outputs"] = entries
+    return answer, blobs
+
+
+def response_outputs(
+    outputs: list[OutputRequest], results: list[Result]
+) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """The response's output objects, and the binary blobs that follow the JSON header."""
+    entries, blobs = [], []
+    for output in outputs:
+        entry: dict[str, Any] = {"name": output.name}
+        if output.classification:
+            strings = [
+                f"{p.score!r}:{p.index}:{p.label}"
+                for result in results
+                for p in result.predictions[: output.classification]
+            ]
+            entry |= {"datatype": "BYTES", "shape": [len(results), output.classification]}
+            blob = pack_bytes([s.encode() for s in strings]) if output.binary else None
+            data: list[Any] = strings
+        else:
+            scores = _scores(results)
+            entry |= {"datatype": "FP32", "shape": list(scores.shape)}
+            blob = scores.astype("<f4", copy=False).tobytes() if output.binary else None
+            data = scores.ravel().tolist() if not output.binary else []
+        if blob is not None:
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = data
+        entries.append(entry)
+    return entries, blobs
+
+
+def _scores(results: list[Result]) -> np.ndarray:
+    rows = [result.scores for result in results if result.scores is not None]
+    if len(rows) != len(results):
+        # A broker that drops Job.full_scores on its way to the worker: a server bug.
+        raise InferenceFailed("the worker returned no probability vector")
+    return np.stack(rows).astype(np.float32, copy=False)

@@ -1,0 +1,258 @@
+"""KServe v2 / Open Inference Protocol REST routes under /v2.
+
+Errors answer the protocol's `{"error": "<message>"}`: 400 for a request that does not
+fit the model, 404 for an unknown model or version, 413 past a size limit, 503 (with
+Retry-After) when overloaded or not ready, 504 past the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.routing import Match
+
+from resnet_serve.api.kserve import inference
+from resnet_serve.api.kserve.codec import BinaryData, decompress, encode_response, read_body, split
+from resnet_serve.api.kserve.schemas import (
+    ERRORS,
+    HEADER_LENGTH,
+    INFER_DOC,
+    INFER_RESPONSES,
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    ModelReady,
+    ServerLive,
+    ServerMetadata,
+    ServerReady,
+)
+from resnet_serve.api.kserve.tensors import count
+from resnet_serve.api.v1.classifier import Classifier
+from resnet_serve.shared.errors import InvalidTensor, NotFound, NotReady, ServeError, UnknownModel
+from resnet_serve.shared.jobs import ModelInfo
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ["binary_tensor_data", "classification"]
+# Statuses the protocol's clients act on as they are; any other client error is a 400.
+_KEPT_STATUSES = {404, 405, 413, 503, 504}
+
+
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """The protocol's body; the stable code is still counted (errors_total{code})."""
+    request.app.state.metrics.errors.labels(code).inc()
+    if 400 <= status < 500 and status not in _KEPT_STATUSES:
+        status = 400
+    return JSONResponse({"error": message}, status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError | ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "path"))
+        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+class KServeRoute(APIRoute):
+    """Turns the gateway's errors into the protocol's error body."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ServeError as exc:
+                return error_response(request, exc.status, exc.code, exc.message, exc.headers())
+            except RequestValidationError as exc:
+                return error_response(request, 400, "invalid_tensor", _validation_message(exc))
+            except Exception:
+                log.exception("unhandled error")
+                return error_response(request, 500, "internal_error", "internal server error")
+
+        return handle
+
+
+router = APIRouter(prefix="/v2", tags=["kserve v2"], route_class=KServeRoute)
+
+ModelName = Annotated[str, Path(description="A served model", examples=["resnet18"])]
+Version = Annotated[str, Path(description="The model's version", examples=["1"])]
+
+
+def _classifier(request: Request) -> Classifier:
+    classifier: Classifier = request.app.state.classifier
+    return classifier
+
+
+def _model(request: Request, name: str, version: str | None) -> ModelInfo:
+    """The served model `name` (and `version`), whether or not it is ready yet."""
+    broker = _classifier(request).broker
+    info = broker.models().get(name)
+    if info is None:
+        if not broker.ready():
+            raise broker.not_ready_error()
+        served = ", ".join(broker.models())
+        raise UnknownModel(f"model {name!r} is not served here (served: {served})")
+    if version is not None and version != info.version:
+        raise UnknownModel(f"model {name!r} has no version {version!r} (served: {info.version})")
+    return info
+
+
+@router.get("/", include_in_schema=False)
+@router.get("", response_model=ServerMetadata, summary="Server metadata")
+async def server_metadata(request: Request) -> ServerMetadata:
+    """The server's name, version and the protocol extensions it supports."""
+    return ServerMetadata(name="resnet-serve", version=request.app.version, extensions=EXTENSIONS)
+
+
+@router.get(
+    "/health/live", response_model=ServerLive, responses={503: ERRORS[503]}, summary="Server live"
+)
+async def server_live(request: Request) -> ServerLive:
+    """200 while the process serves HTTP and its model did not fail to load."""
+    failure = request.app.state.startup_failure
+    if failure is not None:
+        raise NotReady(f"startup failed: {failure}")
+    return ServerLive(live=True)
+
+
+@router.get(
+    "/health/ready",
+    response_model=ServerReady,
+    responses={503: ERRORS[503]},
+    summary="Server ready",
+)
+async def server_ready(request: Request) -> ServerReady:
+    """200 when every model is loaded, warm and taking requests."""
+    broker = _classifier(request).broker
+    if not broker.ready():
+        raise broker.not_ready_error()
+    return ServerReady(ready=True)
+
+
+def _ready(request: Request, name: str, version: str | None) -> ModelReady:
+    info = _model(request, name, version)
+    broker = _classifier(request).broker
+    if not broker.ready():
+        raise broker.not_ready_error()
+    return ModelReady(name=info.name, ready=True)
+
+
+_MODEL_ERRORS = {status: ERRORS[status] for status in (404, 503, "4XX")}
+_METADATA: dict[str, Any] = {"response_model": ModelMetadata, "responses": _MODEL_ERRORS}
+_READY: dict[str, Any] = {"response_model": ModelReady, "responses": _MODEL_ERRORS}
+
+
+@router.get("/models/{model_name}", summary="Model metadata", **_METADATA)
+async def model_metadata(request: Request, model_name: ModelName) -> ModelMetadata:
+    """The model's input and output tensors: names, datatypes and shapes."""
+    return inference.metadata(_model(request, model_name, None))
+
+
+@router.get(
+    "/models/{model_name}/versions/{version}", summary="Model version metadata", **_METADATA
+)
+async def model_version_metadata(
+    request: Request, model_name: ModelName, version: Version
+) -> ModelMetadata:
+    """The metadata of one version of the model."""
+    return inference.metadata(_model(request, model_name, version))
+
+
+@router.get("/models/{model_name}/ready", summary="Model ready", **_READY)
+async def model_ready(request: Request, model_name: ModelName) -> ModelReady:
+    """200 when the model is ready for inference; 503 while it loads."""
+    return _ready(request, model_name, None)
+
+
+@router.get(
+    "/models/{model_name}/versions/{version}/ready", summary="Model version ready", **_READY
+)
+async def model_version_ready(
+    request: Request, model_name: ModelName, version: Version
+) -> ModelReady:
+    """200 when this version of the model is ready for inference."""
+    return _ready(request, model_name, version)
+
+
+async def _infer(request: Request, model_name: str, version: str | None) -> Response:
+    classifier = _classifier(request)
+    info = classifier.model(_model(request, model_name, version).name)  # 503 until ready
+    settings = classifier.settings
+    limit = settings.max_request_bytes
+    body = await read_body(request.stream(), request.headers.get("content-length"), limit)
+    body = decompress(body, request.headers.get("content-encoding"), limit)
+    header, binary = split(body, request.headers.get(HEADER_LENGTH))
+    try:
+        parsed = InferenceRequest.model_validate_json(header)
+    except ValidationError as exc:
+        raise InvalidTensor(f"invalid inference request: {_validation_message(exc)}") from exc
+    state = request.scope["state"]
+    deadline = state["received_at"] + settings.request_timeout_s
+    # Triton's `timeout` parameter: the microseconds this client is willing to wait.
+    timeout_us = count(parsed.parameters, "timeout", "request")
+    if timeout_us is not None:
+        deadline = min(deadline, state["received_at"] + timeout_us / 1e6)
+    answer, blobs = await inference.run(
+        classifier, info, parsed, BinaryData(binary), state["request_id"], deadline
+    )
+    content, json_length = encode_response(answer, blobs)
+    if json_length is None:
+        return Response(content, media_type="application/json")
+    headers = {HEADER_LENGTH: str(json_length)}
+    return Response(content, media_type="application/octet-stream", headers=headers)
+
+
+_INFER: dict[str, Any] = {
+    "response_model": InferenceResponse,
+    "responses": INFER_RESPONSES,
+    "openapi_extra": INFER_DOC,
+}
+
+
+@router.post("/models/{model_name}/infer", summary="Inference", **_INFER)
+async def infer(request: Request, model_name: ModelName) -> Response:
+    """Classify images: `images` (BYTES, encoded files: base64 strings in JSON, or raw
+    through the binary extension) or `pixels` (UINT8 [N, S, S, 3], already resized and
+    cropped). The `probabilities` output is FP32 [N, classes], or with
+    `"parameters": {"classification": k}` BYTES [N, k] strings "score:index:label"."""
+    return await _infer(request, model_name, None)
+
+
+@router.post(
+    "/models/{model_name}/versions/{version}/infer", summary="Inference on a version", **_INFER
+)
+async def infer_version(request: Request, model_name: ModelName, version: Version) -> Response:
+    """Inference on one version of the model (see the unversioned route)."""
+    return await _infer(request, model_name, version)
+
+
+@router.api_route(
+    "/{path:path}",
+    methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+    include_in_schema=False,
+)
+async def not_found(request: Request, path: str) -> Response:
+    """Anything else under /v2 answers in the protocol's error format too."""
+    allowed = sorted(
+        method
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.endpoint is not not_found
+        if route.matches(request.scope)[0] is Match.PARTIAL
+        for method in route.methods or ()
+    )
+    if allowed:
+        message = f"{request.method} is not allowed here"
+        allow = {"Allow": ", ".join(allowed)}
+        return error_response(request, 405, "method_not_allowed", message, allow)
+    raise NotFound(f"no such endpoint: /v2/{path}")

@@ -1,0 +1,166 @@
+"""KServe v2 input tensors to model-ready images, and the request parameters they use.
+
+`images` BYTES [N] (or [N, 1]) carries encoded files: base64 strings in JSON, raw bytes
+through the binary extension; they are decoded in the gateway's pool like /v1 uploads.
+`pixels` UINT8 [N, S, S, 3] carries crops the client made itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from resnet_serve.api.kserve.codec import BinaryData, flatten, unpack_bytes
+from resnet_serve.api.kserve.schemas import InferenceRequest, RequestInput
+from resnet_serve.api.v1.classifier import Classifier
+from resnet_serve.shared.errors import InvalidTensor, PayloadTooLarge, ServeError, TooManyFiles
+from resnet_serve.shared.jobs import ModelInfo
+from resnet_serve.shared.preprocess import PreprocessConfig
+
+IMAGES, PIXELS = "images", "pixels"
+
+T = TypeVar("T")
+
+
+def flag(parameters: dict[str, Any], name: str, default: bool) -> bool:
+    value = parameters.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidTensor(f"parameter {name!r} must be a boolean, not {value!r}")
+    return value
+
+
+def count(parameters: dict[str, Any], name: str, where: str) -> int | None:
+    value = parameters.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidTensor(f"{where}: parameter {name!r} must be a non-negative integer")
+    return value
+
+
+async def input_images(
+    request: InferenceRequest, binary: BinaryData, classifier: Classifier, info: ModelInfo
+) -> list[np.ndarray]:
+    """The model-ready uint8 [S, S, 3] crops the request's one input carries."""
+    if len(request.inputs) != 1:
+        names = [tensor.name for tensor in request.inputs]
+        raise InvalidTensor(
+            f"send exactly one input, {IMAGES!r} (BYTES, encoded images) or {PIXELS!r} "
+            f"(UINT8, preprocessed); got {names}"
+        )
+    tensor = request.inputs[0]
+    size = count(tensor.parameters, "binary_data_size", f"input {tensor.name!r}")
+    if size is not None and tensor.data is not None:
+        raise InvalidTensor(f"input {tensor.name!r} has both data and binary_data_size")
+    raw = binary.take(size, tensor.name) if size is not None else None
+    binary.check_consumed()
+    if tensor.name == IMAGES:
+        return await _decode(tensor, raw, classifier, info)
+    if tensor.name == PIXELS:
+        return _pixels(tensor, raw, info.input_size, classifier.settings.max_files_per_request)
+    raise InvalidTensor(f"unknown input {tensor.name!r}; this model takes {IMAGES!r} or {PIXELS!r}")
+
+
+def _check(tensor: RequestInput, datatype: str, images: int, max_images: int) -> None:
+    if tensor.datatype != datatype:
+        raise InvalidTensor(f"input {tensor.name!r} must be {datatype}, not {tensor.datatype}")
+    if images == 0:
+        raise InvalidTensor(f"input {tensor.name!r} holds no image")
+    if images > max_images:
+        raise TooManyFiles(f"at most {max_images} images per request, got {images}")
+
+
+def _base64(element: object, index: int) -> bytes:
+    if not isinstance(element, str):
+        raise InvalidTensor(f"input {IMAGES!r} element {index} must be a base64 string")
+    try:
+        return base64.b64decode(element, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidTensor(f"input {IMAGES!r} element {index} is not valid base64: {exc}") from exc
+
+
+async def _decode(
+    tensor: RequestInput, raw: memoryview | None, classifier: Classifier, info: ModelInfo
+) -> list[np.ndarray]:
+    shape = tensor.shape
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise InvalidTensor(f"input {IMAGES!r} must have shape [N] or [N, 1], not {shape}")
+    settings = classifier.settings
+    _check(tensor, "BYTES", shape[0], settings.max_files_per_request)
+    if raw is not None:
+        files = unpack_bytes(raw, tensor.name)
+    elif tensor.data is not None:
+        files = [_base64(element, i) for i, element in enumerate(flatten(tensor.data))]
+    else:
+        raise InvalidTensor(f"input {IMAGES!r} has neither data nor binary_data_size")
+    if len(files) != shape[0]:
+        raise InvalidTensor(f"input {IMAGES!r} has shape {shape} but {len(files)} elements")
+    for i, data in enumerate(files):
+        if len(data) > settings.max_upload_bytes:
+            raise PayloadTooLarge(
+                f"input {IMAGES!r} element {i} is larger than {settings.max_upload_bytes} bytes"
+            )
+    config = PreprocessConfig(
+        resize_size=info.resize_size,
+        crop_size=info.input_size,
+        max_pixels=settings.max_image_pixels,
+        jpeg_draft=settings.jpeg_draft,
+    )
+    decoded = await gather_all((classifier.pool.preprocess(data, config) for data in files), IMAGES)
+    return [image for image, _ in decoded]
+
+
+def _pixels(
+    tensor: RequestInput, raw: memoryview | None, size: int, max_count: int
+) -> list[np.ndarray]:
+    shape = tensor.shape
+    if len(shape) != 4 or shape[1:] != [size, size, 3]:
+        raise InvalidTensor(f"input {PIXELS!r} must have shape [N, {size}, {size}, 3], not {shape}")
+    _check(tensor, "UINT8", shape[0], max_count)
+    if raw is not None:
+        if len(raw) != math.prod(shape):
+            raise InvalidTensor(
+                f"input {PIXELS!r} has shape {shape} but {len(raw)} bytes of binary data"
+            )
+        array = np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+    elif tensor.data is not None:
+        array = _uint8(tensor.data, shape)
+    else:
+        raise InvalidTensor(f"input {PIXELS!r} has neither data nor binary_data_size")
+    return list(array)
+
+
+def _uint8(data: list[Any], shape: list[int]) -> np.ndarray:
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise InvalidTensor(f"input {PIXELS!r}: the data is not a regular array: {exc}") from exc
+    if array.dtype.kind not in "iu":
+        raise InvalidTensor(f"input {PIXELS!r}: UINT8 elements must be integers")
+    if array.size != math.prod(shape):
+        raise InvalidTensor(f"input {PIXELS!r} has shape {shape} but {array.size} elements")
+    if array.min() < 0 or array.max() > 255:
+        raise InvalidTensor(f"input {PIXELS!r}: UINT8 elements must be within 0..255")
+    return array.astype(np.uint8).reshape(shape)
+
+
+async def gather_all(calls: Iterable[Awaitable[T]], name: str) -> list[T]:
+    """Every call's result; otherwise the first element's error, naming the element."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    results: list[T] = []
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, ServeError):
+            raise type(outcome)(
+                f"input {name!r} element {i}: {outcome.message}",
+                retry_after_s=outcome.retry_after_s,
+            ) from outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        results.append(outcome)
+    return results

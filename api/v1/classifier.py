@@ -1,0 +1,116 @@
+"""One image through the gateway: cache, decode pool, broker, response."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from resnet_serve.api.v1.cache import ResponseCache
+from resnet_serve.api.v1.decoding import DecodePool
+from resnet_serve.api.v1.schemas import (
+    BatchItem,
+    ClassifyResponse,
+    ErrorDetail,
+    PredictionOut,
+    TimingsOut,
+)
+from resnet_serve.api.v1.uploads import Upload
+from resnet_serve.shared.broker import Broker
+from resnet_serve.shared.errors import ServeError, UnknownModel
+from resnet_serve.shared.jobs import Job, ModelInfo, Result
+from resnet_serve.shared.preprocess import PreprocessConfig
+from resnet_serve.shared.settings import Settings
+
+
+class Classifier:
+    def __init__(
+        self, settings: Settings, broker: Broker, pool: DecodePool, cache: ResponseCache
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.pool = pool
+        self.cache = cache
+
+    def model(self, name: str | None) -> ModelInfo:
+        if not self.broker.ready():
+            raise self.broker.not_ready_error()
+        name = name or self.settings.model
+        info = self.broker.models().get(name)
+        if info is None:
+            served = ", ".join(self.broker.models())
+            raise UnknownModel(f"model {name!r} is not served here (served: {served})")
+        return info
+
+    async def classify(
+        self, upload: Upload, info: ModelInfo, top_k: int, request_id: str, received_at: float
+    ) -> ClassifyResponse:
+        # Hashing a multi-MB upload costs ~1 ms on the event loop: only when caching.
+        key = self.cache.key(info.name, upload.data, top_k) if self.cache.enabled else None
+        cached = self.cache.get(key, info.version) if key else None
+        if cached is not None:
+            return _response(request_id, cached, 0.0, received_at, cached=True)
+        config = PreprocessConfig(
+            resize_size=info.resize_size,
+            crop_size=info.input_size,
+            max_pixels=self.settings.max_image_pixels,
+            jpeg_draft=self.settings.jpeg_draft,
+        )
+        image, decode_s = await self.pool.preprocess(upload.data, config)
+        job = Job(
+            request_id=request_id,
+            model=info.name,
+            image=image,
+            top_k=top_k,
+            deadline=received_at + self.settings.request_timeout_s,
+        )
+        result = await self.broker.submit(job)
+        if key:
+            self.cache.put(key, result)
+        return _response(request_id, result, decode_s * 1000, received_at, cached=False)
+
+    async def classify_many(
+        self,
+        uploads: list[Upload],
+        info: ModelInfo,
+        top_k: int,
+        request_id: str,
+        received_at: float,
+    ) -> list[BatchItem]:
+        """One result or one error per upload; a bad file does not fail the others."""
+        outcomes = await asyncio.gather(
+            *(self.classify(u, info, top_k, request_id, received_at) for u in uploads),
+            return_exceptions=True,
+        )
+        items = []
+        for upload, outcome in zip(uploads, outcomes, strict=True):
+            if isinstance(outcome, ServeError):
+                detail = ErrorDetail(
+                    code=outcome.code, message=outcome.message, request_id=request_id
+                )
+                items.append(BatchItem(filename=upload.filename, error=detail))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                items.append(BatchItem(filename=upload.filename, result=outcome))
+        return items
+
+
+def _response(
+    request_id: str, result: Result, decode_ms: float, received_at: float, *, cached: bool
+) -> ClassifyResponse:
+    return ClassifyResponse(
+        request_id=request_id,
+        model=result.model,
+        version=result.version,
+        predictions=[
+            PredictionOut(index=p.index, label=p.label, score=p.score) for p in result.predictions
+        ],
+        timings=TimingsOut(
+            decode_ms=round(decode_ms, 3),
+            queue_ms=0.0 if cached else round(result.queue_ms, 3),
+            inference_ms=0.0 if cached else round(result.inference_ms, 3),
+            total_ms=round((time.time() - received_at) * 1000, 3),
+        ),
+        batch_size=0 if cached else result.batch_size,
+        cached=cached,
+    )

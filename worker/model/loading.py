@@ -1,0 +1,123 @@
+"""From settings to a warm engine: choose, find or build the artifact, open, warm up."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from resnet_serve.shared.jobs import ModelInfo
+from resnet_serve.shared.settings import Settings
+from resnet_serve.worker.engines.base import Engine
+from resnet_serve.worker.engines.choice import EngineChoice, choose_engine
+from resnet_serve.worker.engines.registry import open_engine
+from resnet_serve.worker.model.artifacts import (
+    ArtifactEntry,
+    Manifest,
+    ModelRepository,
+    artifact_key,
+    sha256_file,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    engine: Engine
+    manifest: Manifest
+    entry: ArtifactEntry
+    directory: Path
+    labels: list[str]
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.manifest.name,
+            version=self.manifest.version,
+            engine=self.engine.name,
+            precision=self.entry.precision,
+            input_size=self.manifest.input_size,
+            resize_size=self.manifest.resize_size,
+            num_classes=len(self.labels),
+        )
+
+
+def _wanted_weights(setting: str | None) -> str | None:
+    if setting is None or setting == "random":
+        return setting
+    path = Path(setting).expanduser()
+    return sha256_file(path) if path.is_file() else setting
+
+
+def ensure_artifact(settings: Settings, choice: EngineChoice) -> tuple[Path, Manifest]:
+    """The repository version holding the chosen artifact, built first if missing."""
+    repo = ModelRepository(settings.models_dir)
+    key = artifact_key(choice.backend, choice.precision, choice.artifact_device)
+    found = repo.find(settings.model, _wanted_weights(settings.weights))
+    if found and key in found[1].artifacts:
+        directory, manifest = found
+        entry = manifest.artifacts[key]
+        path = directory / entry.file
+        if path.is_file() and sha256_file(path) == entry.sha256:
+            return directory, manifest
+        log.warning("%s is missing or corrupt; rebuilding it", path)
+    log.info("no %s artifact for %s yet; building it", key, settings.model)
+    # Building needs torch and torchvision; serving a built ONNX artifact needs neither.
+    from resnet_serve.worker.model.catalog import get_spec
+    from resnet_serve.worker.model.export import export_artifact
+    from resnet_serve.worker.model.weights import resolve_weights
+
+    spec = get_spec(settings.model)
+    weights = resolve_weights(
+        spec,
+        settings.weights,
+        settings.weights_dir,
+        offline=settings.offline,
+        mirror_url=settings.weights_mirror_url,
+    )
+    return export_artifact(
+        spec,
+        weights,
+        repo,
+        backend=choice.backend,
+        precision=choice.precision,
+        device=choice.artifact_device,
+        max_batch=settings.max_batch,
+    )
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    """Everything a worker does before it may say it is ready."""
+    choice = choose_engine(settings.engine, settings.precision)
+    directory, manifest = ensure_artifact(settings, choice)
+    entry = manifest.artifacts[
+        artifact_key(choice.backend, choice.precision, choice.artifact_device)
+    ]
+    if manifest.weights.source == "random":
+        log.warning(
+            "%s version %s was built from RANDOM weights: predictions are meaningless",
+            manifest.name,
+            manifest.version,
+        )
+    engine = open_engine(
+        directory / entry.file,
+        backend=entry.backend,
+        precision=entry.precision,
+        device=choice.device,
+        threads=settings.inference_threads,
+    )
+    warm_up(engine, manifest.input_size, settings.max_batch)
+    return LoadedModel(engine, manifest, entry, directory, manifest.labels)
+
+
+def warm_up(engine: Engine, input_size: int, max_batch: int) -> None:
+    """Run every batch size the batcher can produce once, so no request pays for a
+    first-time allocation or graph specialisation."""
+    start = time.perf_counter()
+    for size in range(1, max_batch + 1):
+        engine.infer(np.zeros((size, input_size, input_size, 3), dtype=np.uint8))
+    log.info("warmed batch sizes 1..%d in %.1f s", max_batch, time.perf_counter() - start)
