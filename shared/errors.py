@@ -69,10 +69,6 @@ class NotFound(ServeError):
     status, code = 404, "not_found"
 
 
-class MethodNotAllowed(ServeError):
-    status, code = 405, "method_not_allowed"
-
-
 class QueueFull(ServeError):
     status, code = 503, "queue_full"
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from arq.constants import job_key_prefix, result_key_prefix
-
 # Consumer group all workers of a model share: each job goes to exactly one of them.
 WORKER_GROUP = "workers"
 # A gateway's reply list outlives the gateway by this much, then Redis drops it.
@@ -90,14 +88,3 @@ class Keys:
         """Hash: job id -> bytes of its upload in Redis, plus the total
         (`BULK_LEDGER_TOTAL`) that `max_bulk_stored_bytes` bounds."""
         return f"{self.namespace}:bulk:uploads:bytes"
-
-
-# arq keeps its per-job keys under its own fixed prefixes, not our namespace; every one
-# has a TTL (the job: its `_expires`; the result: `keep_result`; in-progress and retry
-# counters: arq's own). Named here so tests and operators can find them.
-def arq_job(job_id: str) -> str:
-    return job_key_prefix + job_id
-
-
-def arq_result(job_id: str) -> str:
-    return result_key_prefix + job_id

@@ -10,11 +10,16 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from resnet_serve.shared.errors import CorruptImage, EmptyBody, NotAnImage, TooManyPixels
+
+if TYPE_CHECKING:
+    from resnet_serve.shared.jobs import ModelInfo
+    from resnet_serve.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,16 @@ class PreprocessConfig:
     crop_size: int = 224
     max_pixels: int = 40_000_000
     jpeg_draft: bool = True
+
+
+def config_for(info: ModelInfo, settings: Settings) -> PreprocessConfig:
+    """The one place a model's preprocessing comes from: its recipe plus the upload limits."""
+    return PreprocessConfig(
+        resize_size=info.resize_size,
+        crop_size=info.input_size,
+        max_pixels=settings.max_image_pixels,
+        jpeg_draft=settings.jpeg_draft,
+    )
 
 
 def preprocess(data: bytes, config: PreprocessConfig) -> np.ndarray:

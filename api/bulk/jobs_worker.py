@@ -20,7 +20,7 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from resnet_serve.api.broker.redis_broker import RedisBroker
-from resnet_serve.api.bulk.processing import BulkRunner
+from resnet_serve.api.bulk.processing import BulkJobProcessor
 from resnet_serve.api.bulk.queue import FUNCTION, dumps, loads
 from resnet_serve.api.bulk.store import BulkStore
 from resnet_serve.api.v1.decoding import DecodePool
@@ -45,8 +45,8 @@ def worker_id(settings: Settings) -> str:
 
 
 async def run_bulk_job(ctx: dict[str, Any], job_id: str) -> dict[str, Any]:
-    runner: BulkRunner = ctx["runner"]
-    return await runner.run(job_id)
+    processor: BulkJobProcessor = ctx["processor"]
+    return await processor.run(job_id)
 
 
 def build_worker(settings: Settings) -> Worker:
@@ -58,7 +58,7 @@ def build_worker(settings: Settings) -> Worker:
 
     async def startup(ctx: dict[str, Any]) -> None:
         await broker.start()
-        ctx["runner"] = BulkRunner(settings, store, broker, pool)
+        ctx["processor"] = BulkJobProcessor(settings, store, broker, pool)
         log.info("jobs-worker %s taking bulk jobs", worker_id(settings))
 
     async def shutdown(ctx: dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ from resnet_serve.shared.errors import (
     UploadExpired,
 )
 from resnet_serve.shared.jobs import Job, ModelInfo, Result
-from resnet_serve.shared.preprocess import PreprocessConfig
+from resnet_serve.shared.preprocess import PreprocessConfig, config_for
 from resnet_serve.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ REDIS_RETRY_S = 5.0
 MODEL_MISSING_S = 60.0
 
 
-class BulkRunner:
+class BulkJobProcessor:
     def __init__(
         self, settings: Settings, store: BulkStore, broker: RedisBroker, pool: DecodePool
     ) -> None:
@@ -114,12 +114,7 @@ class BulkRunner:
         pending = [i for i in range(len(state.filenames)) if i not in state.results]
         if pending and not await self.store.has_images(state.job_id):
             raise UploadExpired("the images expired in Redis before a jobs-worker ran them")
-        config = PreprocessConfig(
-            resize_size=info.resize_size,
-            crop_size=info.input_size,
-            max_pixels=self.settings.max_image_pixels,
-            jpeg_draft=self.settings.jpeg_draft,
-        )
+        config = config_for(info, self.settings)
         tasks: list[asyncio.Task[None]] = []
         try:
             for index in pending:

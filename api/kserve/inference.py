@@ -57,11 +57,6 @@ class OutputRequest:
     binary: bool
 
 
-def timeout_us(request: InferenceRequest) -> int | None:
-    """Triton's `timeout` request parameter: microseconds the client is willing to wait."""
-    return count(request.parameters, "timeout", "request")
-
-
 def output_requests(request: InferenceRequest, info: ModelInfo) -> list[OutputRequest]:
     """What to answer; no `outputs` means every output, as JSON unless
     `binary_data_output` says otherwise."""

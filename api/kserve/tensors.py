@@ -21,7 +21,7 @@ from resnet_serve.api.kserve.schemas import InferenceRequest, RequestInput
 from resnet_serve.api.v1.classifier import Classifier
 from resnet_serve.shared.errors import InvalidTensor, PayloadTooLarge, ServeError, TooManyFiles
 from resnet_serve.shared.jobs import ModelInfo
-from resnet_serve.shared.preprocess import PreprocessConfig
+from resnet_serve.shared.preprocess import config_for
 
 IMAGES, PIXELS = "images", "pixels"
 
@@ -106,12 +106,7 @@ async def _decode(
             raise PayloadTooLarge(
                 f"input {IMAGES!r} element {i} is larger than {settings.max_upload_bytes} bytes"
             )
-    config = PreprocessConfig(
-        resize_size=info.resize_size,
-        crop_size=info.input_size,
-        max_pixels=settings.max_image_pixels,
-        jpeg_draft=settings.jpeg_draft,
-    )
+    config = config_for(info, settings)
     decoded = await gather_all((classifier.pool.preprocess(data, config) for data in files), IMAGES)
     return [image for image, _ in decoded]
 

@@ -18,7 +18,7 @@ from resnet_serve.api.v1.uploads import Upload
 from resnet_serve.shared.broker import Broker
 from resnet_serve.shared.errors import ServeError, UnknownModel
 from resnet_serve.shared.jobs import Job, ModelInfo, Result
-from resnet_serve.shared.preprocess import PreprocessConfig
+from resnet_serve.shared.preprocess import config_for
 from resnet_serve.shared.settings import Settings
 
 
@@ -49,12 +49,7 @@ class Classifier:
         cached = self.cache.get(key, info.version) if key else None
         if cached is not None:
             return _response(request_id, cached, 0.0, received_at, cached=True)
-        config = PreprocessConfig(
-            resize_size=info.resize_size,
-            crop_size=info.input_size,
-            max_pixels=self.settings.max_image_pixels,
-            jpeg_draft=self.settings.jpeg_draft,
-        )
+        config = config_for(info, self.settings)
         image, decode_s = await self.pool.preprocess(upload.data, config)
         job = Job(
             request_id=request_id,

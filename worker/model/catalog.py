@@ -1,4 +1,7 @@
-"""Models the service knows how to build: name -> architecture, weights, normalisation."""
+"""Models the service knows how to build: name -> architecture, weights, normalisation.
+
+Importing this module costs no torch (a gateway install lists the catalog too); torch and
+torchvision are imported when a spec is built."""
 
 from __future__ import annotations
 
@@ -6,11 +9,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from resnet_serve.worker.model.artifacts import BuildError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,6 +51,8 @@ class ModelSpec:
 
 
 def _load_torch_state(model: nn.Module, path: Path) -> None:
+    import torch
+
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
 

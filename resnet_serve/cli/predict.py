@@ -1,0 +1,109 @@
+"""`resnet-serve predict`: classify image files here, or through a running server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from resnet_serve.cli.common import (
+    EngineOpt,
+    Model,
+    Repo,
+    Weights,
+    build_or_exit,
+    fail,
+    settings_from,
+)
+from resnet_serve.shared.settings import Settings
+
+COLUMNS = ("image", "rank", "label", "index", "score")
+
+
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files to classify")],
+    top_k: Annotated[int, typer.Option(min=1, max=20, help="Labels per image")] = 5,
+    model: Model = None,
+    weights: Weights = None,
+    engine: EngineOpt = None,
+    model_repository: Repo = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Classify through a running server (http://host:port) instead"),
+    ] = None,
+) -> None:
+    """Classify local image files and print a top-k table."""
+    settings = settings_from(
+        model=model, weights=weights, engine=engine, model_repository=model_repository
+    )
+    table = Table(title=url)
+    for column in COLUMNS:
+        table.add_column(column)
+    if url:
+        failed = _predict_remote(url, images, top_k, model, table)
+    else:
+        failed = _predict_local(settings, images, top_k, table)
+    Console().print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _predict_local(settings: Settings, images: list[Path], top_k: int, table: Table) -> bool:
+    build_or_exit(settings)
+    import numpy as np
+
+    from resnet_serve.shared.errors import ServeError
+    from resnet_serve.shared.preprocess import config_for, preprocess
+    from resnet_serve.worker.model.loading import load_model
+    from resnet_serve.worker.runner import top_k as best
+
+    loaded = load_model(settings.model_copy(update={"max_batch": 1}))
+    info = loaded.info
+    config = config_for(info, settings)
+    table.title = f"{info.name} v{info.version} ({info.engine} {info.precision})"
+    failed = False
+    for path in images:
+        try:
+            crop = preprocess(path.read_bytes(), config)
+        except (ServeError, OSError) as exc:
+            table.add_row(str(path), "-", f"error: {exc}", "", "")
+            failed = True
+            continue
+        probabilities = loaded.engine.infer(np.expand_dims(crop, 0))[0]
+        for rank, p in enumerate(best(probabilities, top_k, loaded.labels), start=1):
+            name = str(path) if rank == 1 else ""
+            table.add_row(name, str(rank), p.label, str(p.index), f"{p.score:.4f}")
+    loaded.engine.close()
+    return failed
+
+
+def _predict_remote(
+    url: str, images: list[Path], top_k: int, model: str | None, table: Table
+) -> bool:
+    from resnet_serve.client import Client, ServeClientError
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    failed = False
+    with Client(url) as client:
+        for path in images:
+            try:
+                result = client.classify(path, top_k=top_k, model=model)
+            except ServeClientError as exc:
+                if exc.status == 0:  # nothing answered: no use trying the next image
+                    fail(exc.message)
+                table.add_row(str(path), "-", f"error: {exc.code}: {exc.message}", "", "")
+                failed = True
+                continue
+            except OSError as exc:
+                table.add_row(str(path), "-", f"error: {exc}", "", "")
+                failed = True
+                continue
+            table.title = f"{result.model} v{result.version} at {url}"
+            for rank, p in enumerate(result.predictions, start=1):
+                name = str(path) if rank == 1 else ""
+                table.add_row(name, str(rank), p.label, str(p.index), f"{p.score:.4f}")
+    return failed

@@ -1,0 +1,147 @@
+"""The long-running commands: `serve` (standalone), `api`, `worker` and `jobs-worker`
+(distributed). Each imports only its side, so a gateway install never needs torch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from resnet_serve.cli.common import (
+    BatchWait,
+    EngineOpt,
+    Host,
+    MaxBatch,
+    Model,
+    Port,
+    PrecisionOpt,
+    RedisUrl,
+    Repo,
+    Weights,
+    build_or_exit,
+    settings_from,
+)
+from resnet_serve.shared.settings import Settings
+
+if TYPE_CHECKING:
+    from resnet_serve.shared.broker import Broker
+    from resnet_serve.shared.metrics import Metrics
+
+BrokerFactory = Callable[["Metrics"], "Broker"]
+
+
+def serve(
+    host: Host = None,
+    port: Port = None,
+    model: Model = None,
+    weights: Weights = None,
+    engine: EngineOpt = None,
+    precision: PrecisionOpt = None,
+    model_repository: Repo = None,
+    max_batch: MaxBatch = None,
+    max_batch_wait_ms: BatchWait = None,
+) -> None:
+    """Standalone mode: the gateway and an in-process worker, no external services."""
+    settings = settings_from(
+        host=host,
+        port=port,
+        model=model,
+        weights=weights,
+        engine=engine,
+        precision=precision,
+        model_repository=model_repository,
+        max_batch=max_batch,
+        max_batch_wait_ms=max_batch_wait_ms,
+    )
+    build_or_exit(settings)
+    from resnet_serve.worker.inprocess import InProcessBroker
+
+    _run_gateway(settings, lambda metrics: InProcessBroker(settings, metrics))
+
+
+def api(
+    host: Host = None,
+    port: Port = None,
+    redis_url: RedisUrl = None,
+    model: Annotated[str | None, typer.Option(help="Default model for requests")] = None,
+) -> None:
+    """Distributed mode, gateway: decode uploads and queue them on Redis for workers.
+    Needs no torch; scale it horizontally, it keeps no state."""
+    settings = settings_from(host=host, port=port, redis_url=redis_url, model=model)
+    from resnet_serve.api.broker.redis_broker import RedisBroker
+
+    _run_gateway(settings, lambda metrics: RedisBroker(settings, metrics))
+
+
+def _run_gateway(settings: Settings, make_broker: BrokerFactory) -> None:
+    import uvicorn
+
+    from resnet_serve.api.app import create_app
+    from resnet_serve.shared.metrics import Metrics
+
+    metrics = Metrics()
+    uvicorn.run(
+        create_app(settings, make_broker(metrics), metrics),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        # Draining: in-flight requests get up to their whole deadline to finish.
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
+    )
+
+
+def worker(
+    model: Model = None,
+    weights: Weights = None,
+    engine: EngineOpt = None,
+    precision: PrecisionOpt = None,
+    model_repository: Repo = None,
+    max_batch: MaxBatch = None,
+    max_batch_wait_ms: BatchWait = None,
+    redis_url: RedisUrl = None,
+    worker_id: Annotated[str | None, typer.Option(help="Consumer name (default host-pid)")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 0 if this worker's heartbeat is fresh, else 1")
+    ] = False,
+) -> None:
+    """Distributed mode, worker: take jobs from Redis in batches, run the engine, reply."""
+    settings = settings_from(
+        model=model,
+        weights=weights,
+        engine=engine,
+        precision=precision,
+        model_repository=model_repository,
+        max_batch=max_batch,
+        max_batch_wait_ms=max_batch_wait_ms,
+        redis_url=redis_url,
+        worker_id=worker_id,
+    )
+    from resnet_serve.worker.redis_worker import heartbeat_fresh, serve_worker
+
+    if check:
+        raise typer.Exit(0 if heartbeat_fresh(settings) else 1)
+    build_or_exit(settings)
+    asyncio.run(serve_worker(settings))
+
+
+def jobs_worker(
+    redis_url: RedisUrl = None,
+    worker_id: Annotated[
+        str | None, typer.Option(help="Name of its health-check key (default: host name)")
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Exit 0 if this host's jobs-worker is healthy, else 1"),
+    ] = False,
+) -> None:
+    """Distributed mode, bulk jobs (POST /v1/jobs): an arq worker that feeds their images
+    through the inference streams. Needs no torch."""
+    settings = settings_from(redis_url=redis_url, worker_id=worker_id)
+    from resnet_serve.api.bulk.jobs_worker import healthy, serve_jobs_worker
+
+    if check:
+        raise typer.Exit(0 if asyncio.run(healthy(settings)) else 1)
+    asyncio.run(serve_jobs_worker(settings))
