@@ -202,10 +202,13 @@ class InferenceResponse(BaseModel):
     outputs: list[ResponseOutput]
 
 
-class ErrorResponse(BaseModel):
+class KServeErrorResponse(BaseModel):
     """The protocol's error body: one descriptive string."""
 
+    # A name of its own: two `ErrorResponse` models made OpenAPI name both after their
+    # module paths, which then changed with every move.
     model_config = ConfigDict(
+        title="ErrorResponse",
         json_schema_extra={"examples": [{"error": "model 'resnet50' is not served here"}]}
     )
 
@@ -242,7 +245,7 @@ _ERROR_DESCRIPTIONS: dict[int | str, str] = {
     "4XX": "Any other client error",
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
+    status: {"model": KServeErrorResponse, "description": description}
     for status, description in _ERROR_DESCRIPTIONS.items()
 }
 _BINARY = {"schema": {"type": "string", "format": "binary"}}

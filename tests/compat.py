@@ -1,0 +1,145 @@
+"""What a rolling upgrade relies on, read from the code: the OpenAPI documents, every
+Redis key name, the wire format's fields, every metric name with its labels and every
+`RESNET_SERVE_*` setting name. tests/golden/ holds the snapshot; the compatibility test
+allows additions only.
+
+    python -m tests.compat --write    # after an intended addition: refresh the snapshot
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def openapi(mode: str) -> dict[str, Any]:
+    from resnet_serve.api.app import create_app
+    from resnet_serve.shared.metrics import Metrics
+    from resnet_serve.shared.settings import load_settings
+
+    settings = load_settings()
+    metrics = Metrics()
+    if mode == "distributed":  # builds clients only; connects to nothing
+        from resnet_serve.api.broker.redis_broker import RedisBroker
+
+        broker: Any = RedisBroker(settings, metrics)
+    else:
+        from resnet_serve.worker.inprocess import InProcessBroker
+
+        broker = InProcessBroker(settings, metrics)
+    return create_app(settings, broker, metrics).openapi()
+
+
+def redis_keys() -> dict[str, Any]:
+    """Each key-naming method called with placeholder arguments, and the constants."""
+    from resnet_serve.shared import keys
+
+    names: dict[str, Any] = {}
+    space = keys.Keys("NS")
+    for name, method in inspect.getmembers(space, inspect.ismethod):
+        if name.startswith("_") or name.endswith("_pattern"):  # patterns name no key
+            continue
+        args = [f"<{p}>" for p in inspect.signature(method).parameters]
+        names[name] = method(*args)
+    for name, value in vars(keys).items():
+        if name.isupper() and isinstance(value, str):  # TTLs may change, names not
+            names[name] = value
+    return names
+
+
+def wire() -> dict[str, Any]:
+    """The field names of a job message, its header, a reply and a model description."""
+    import numpy as np
+
+    from resnet_serve.shared import wire as w
+    from resnet_serve.shared.errors import QueueFull
+    from resnet_serve.shared.jobs import Job, ModelInfo, Prediction, Result
+
+    job = Job(
+        request_id="r",
+        model="m",
+        image=np.zeros((2, 2, 3), np.uint8),
+        top_k=3,
+        deadline=1.0,
+    )
+    fields = w.encode_job(job, "reply")
+    header = w.decode_header(fields)
+    result = Result(
+        model="m",
+        version="1",
+        predictions=[Prediction(index=1, label="x", score=0.5)],
+        queue_ms=0.0,
+        inference_ms=0.0,
+        batch_size=1,
+    )
+    info = ModelInfo(
+        name="m",
+        version="1",
+        engine="e",
+        precision="p",
+        input_size=224,
+        resize_size=256,
+        num_classes=1000,
+    )
+    return {
+        "version": w.VERSION,
+        "job_fields": sorted(f.decode() for f in fields),
+        "job_header": sorted(header),
+        "reply_result": sorted(json.loads(w.encode_reply("j", result))["result"]),
+        "reply": sorted(json.loads(w.encode_reply("j", result))),
+        "reply_error": sorted(json.loads(w.encode_reply("j", QueueFull("x")))),
+        "model_info": sorted(json.loads(w.encode_model_info(info))),
+    }
+
+
+def metrics() -> dict[str, Any]:
+    """Every metric family: its type and label names."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from resnet_serve.shared.metrics import Metrics
+
+    families: dict[str, Any] = {}
+    for metric in vars(Metrics()).values():
+        if isinstance(metric, MetricWrapperBase):
+            for family in metric.describe():
+                families[family.name] = {
+                    "type": family.type,
+                    "labels": list(metric._labelnames),
+                }
+    return families
+
+
+def settings() -> list[str]:
+    from resnet_serve.shared.settings import ENV_PREFIX, Settings
+
+    return sorted(ENV_PREFIX + name.upper() for name in Settings.model_fields)
+
+
+SNAPSHOTS = {
+    "openapi-standalone.json": lambda: openapi("standalone"),
+    "openapi-distributed.json": lambda: openapi("distributed"),
+    "redis-keys.json": redis_keys,
+    "wire.json": wire,
+    "metrics.json": metrics,
+    "settings.json": settings,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="write tests/golden/")
+    args = parser.parse_args()
+    for name, take in SNAPSHOTS.items():
+        text = json.dumps(take(), indent=1, sort_keys=True) + "\n"
+        if args.write:
+            (GOLDEN / name).write_text(text)
+        print(f"{name}: {len(text)} bytes")
+
+
+if __name__ == "__main__":
+    main()
