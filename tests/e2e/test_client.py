@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from resnet_serve.client.client import AsyncClient, Client
-from resnet_serve.client.models import ServeClientError
+from resnet_serve.client import AsyncClient, Client, ServeClientError
 from resnet_serve.client.retry import NO_RETRIES, RetryPolicy
 from tests.images import crops, encode, jpeg
 from tests.servers import Server, free_port, run_server, server_env

@@ -7,8 +7,9 @@ import sys
 
 PROBE = """
 import sys, pkgutil, importlib
-import api, shared
-for package in (api, shared):
+import resnet_serve.api as api, resnet_serve.shared as shared, resnet_serve.cli as cli
+import resnet_serve.client as client
+for package in (api, shared, cli, client):
     for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         importlib.import_module(module.name)
 from resnet_serve.api.app import create_app

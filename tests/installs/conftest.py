@@ -1,0 +1,65 @@
+"""Installs as users make them: a wheel of the project, and fresh virtual environments
+per install role, built once per test session."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's (pure Python) wheel, built from this checkout without network."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("resnet_serve-*.whl")
+    return built
+
+
+def top_level(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/top_level.txt")]
+        return archive.read(name).decode().split()
+
+
+@pytest.fixture(scope="session")
+def gateway_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the gateway install: the wheel and its base dependencies only."""
+    directory = tmp_path_factory.mktemp("gateway-venv")
+    venv.create(directory, with_pip=True)
+    subprocess.run(
+        [
+            str(directory / "bin" / "pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    return directory

@@ -1,0 +1,160 @@
+"""The gateway install, as README gives it: the wheel with its base dependencies in a
+fresh venv, no torch. Every gateway command runs there against real redis-server and
+real servers; the wheel adds one import package and installs offline with --target."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.installs.conftest import top_level
+from tests.redis_server import RedisServer
+from tests.servers import Server, free_port, stop_process
+
+TIMEOUT_S = 120
+
+
+def run(
+    venv: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(venv / "bin" / "resnet-serve"), *args],
+        env=command_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+
+
+def command_env(**settings: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RESNET_SERVE_", "VIRTUAL_ENV"))
+    }
+    env["COLUMNS"] = "80"
+    env.update(settings)
+    return env
+
+
+@contextmanager
+def started(
+    venv: Path, logs: Path, *args: str, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    log = logs / f"gateway-install-{args[0]}-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(venv / "bin" / "resnet-serve"), *args],
+            env=command_env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        stop_process(process)
+
+
+def wait_until(condition: object, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.3)
+    raise TimeoutError(what)
+
+
+def test_wheel_adds_one_import_package_and_installs_offline(wheel: Path, tmp_path: Path) -> None:
+    assert top_level(wheel) == ["resnet_serve"]
+    target = tmp_path / "target"
+    subprocess.run(
+        ["pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
+        check=True,
+        timeout=TIMEOUT_S,
+    )
+    installed = sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info"))
+    assert installed == ["bin", "resnet_serve"] or installed == ["resnet_serve"]
+
+
+def test_gateway_venv_has_no_torch(gateway_venv: Path) -> None:
+    heavy = "('torch', 'torchvision', 'onnxruntime')"
+    probe = f"import importlib.util as u; print([m for m in {heavy} if u.find_spec(m)])"
+    out = subprocess.run(
+        [str(gateway_venv / "bin" / "python"), "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_client_imports_without_server_code(gateway_venv: Path) -> None:
+    probe = (
+        "import sys; from resnet_serve.client import Client, AsyncClient; "
+        "print(sorted(m for m in sys.modules if m.startswith('resnet_serve.') "
+        "and not m.startswith('resnet_serve.client')))"
+    )
+    out = subprocess.run(
+        [str(gateway_venv / "bin" / "python"), "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_and_models(gateway_venv: Path, tmp_path: Path) -> None:
+    for args in (["--help"], ["api", "--help"], ["jobs-worker", "--help"], ["predict", "--help"]):
+        result = run(gateway_venv, *args)
+        assert result.returncode == 0, result.stderr
+    listed = run(gateway_venv, "models", env={"RESNET_SERVE_HOME_DIR": str(tmp_path)})
+    assert listed.returncode == 0, listed.stderr
+    assert "resnet18" in listed.stdout
+    assert "efficientnet_lite0" in listed.stdout
+    assert "Traceback" not in listed.stderr
+
+
+def test_api_and_jobs_worker_run_against_redis(
+    gateway_venv: Path, redis_server: RedisServer, logs: Path
+) -> None:
+    port = free_port()
+    env = {"RESNET_SERVE_REDIS_URL": redis_server.url}
+    with started(gateway_venv, logs, "api", "--port", str(port), env=env) as gateway:
+
+        def healthy() -> bool:
+            assert gateway.poll() is None, "the gateway exited"
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, "the gateway's /healthz")
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert page.status_code == 200
+    assert run(gateway_venv, "jobs-worker", "--check", "--worker-id", "w1", env=env).returncode == 1
+    with started(gateway_venv, logs, "jobs-worker", "--worker-id", "w1", env=env) as jobs:
+
+        def checked() -> bool:
+            assert jobs.poll() is None, "the jobs-worker exited"
+            return (
+                run(gateway_venv, "jobs-worker", "--check", "--worker-id", "w1", env=env).returncode
+                == 0
+            )
+
+        wait_until(checked, "jobs-worker --check")
+
+
+def test_predict_through_a_server(gateway_venv: Path, lite_server: Server, tmp_path: Path) -> None:
+    from tests.images import jpeg
+
+    photo = tmp_path / "chelsea.jpg"
+    photo.write_bytes(jpeg("chelsea"))
+    result = run(gateway_venv, "predict", "--url", lite_server.url, "--top-k", "3", str(photo))
+    assert result.returncode == 0, result.stderr
+    assert "efficientnet_lite0" in result.stdout
+    assert "cat" in result.stdout  # chelsea is a tabby: a cat class ranks first
+    assert "Traceback" not in result.stderr
