@@ -209,7 +209,7 @@ class KServeErrorResponse(BaseModel):
     # module paths, which then changed with every move.
     model_config = ConfigDict(
         title="ErrorResponse",
-        json_schema_extra={"examples": [{"error": "model 'resnet50' is not served here"}]}
+        json_schema_extra={"examples": [{"error": "model 'resnet50' is not served here"}]},
     )
 
     error: str
