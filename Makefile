@@ -24,7 +24,7 @@ serve:
 	$(BIN)/resnet-serve serve
 
 bench:
-	$(BIN)/python benchmarks/bench_service.py
+	$(BIN)/python -m benchmarks.bench_service
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -5,7 +5,7 @@ sizes and saved as JPEG) are classified by efficientnet_lite0 (real ImageNet wei
 after a full decode and after a draft-mode decode; the script prints the agreement and
 the speed-up.
 
-    .venv/bin/python benchmarks/draft_agreement.py [--images 96]
+    .venv/bin/python -m benchmarks.draft_agreement [--images 96]   # from the repository root
 """
 
 from __future__ import annotations

@@ -162,9 +162,7 @@ def run_child(
 
 def decode_rate_per_core(seconds: float) -> dict[str, float]:
     """Images per second one core decodes + resizes + crops, per image set."""
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    from bench_service import camera_sized, imagenet_sized
-
+    from benchmarks.harness.images import camera_sized, imagenet_sized
     from resnet_serve.shared.preprocess import PreprocessConfig, preprocess
 
     config = PreprocessConfig(resize_size=256, crop_size=224, max_pixels=40_000_000)

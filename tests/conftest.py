@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.redis_server import RedisServer, run_redis
-from tests.servers import Server, run_server, server_env
+from tests.servers import Server, export_artifact, run_server, server_env
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -43,12 +41,7 @@ def resnet_server(home: Path, logs: Path) -> Iterator[Server]:
 def resnet_artifact(home: Path) -> None:
     """Build the random-weights resnet18 artifact once, so workers start in seconds and
     never race to build it."""
-    subprocess.run(
-        [sys.executable, "-m", "resnet_serve", "export", "--weights", "random"],
-        env=server_env(home),
-        check=True,
-        capture_output=True,
-    )
+    export_artifact(server_env(home))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +26,23 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    ready_s: float = 0.0  # launch -> /readyz 200
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def metric(self, name: str, **labels: str) -> float:
         return _metric(httpx.get(f"{self.url}/metrics", timeout=5).text, name, labels)
+
+    def samples(self) -> dict[str, float]:
+        """Every Prometheus sample, keyed by its full name with labels."""
+        lines = httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines()
+        pairs = (line.rsplit(" ", 1) for line in lines if line and not line.startswith("#"))
+        return {sample: float(value) for sample, value in pairs}
 
 
 def _metric(text: str, name: str, labels: dict[str, str]) -> float:
@@ -61,6 +72,25 @@ def server_env(home: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+def launch(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `command` with stdout and stderr going to `log_path`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def resnet_serve(*args: str) -> list[str]:
+    return [sys.executable, "-m", "resnet_serve", *args]
+
+
+def export_artifact(env: Mapping[str, str]) -> None:
+    """`resnet-serve export --weights random`: the artifact a server or worker then opens."""
+    done = subprocess.run(
+        resnet_serve("export", "--weights", "random"), env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"export failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+
 @contextmanager
 def run_server(
     home: Path,
@@ -68,25 +98,29 @@ def run_server(
     *args: str,
     ready_timeout_s: float = 120,
     command_name: str = "serve",
+    env: Mapping[str, str] | None = None,
+    poll_s: float = 0.2,
     **settings: str,
 ) -> Iterator[Server]:
-    """`resnet-serve serve` (or `api` with command_name="api"), ready to answer."""
+    """`resnet-serve serve` (or `api` with command_name="api"), ready to answer.
+
+    `env` replaces the whole environment (`server_env(home, **settings)` otherwise);
+    `poll_s` is the /readyz polling interval, so the resolution of `Server.ready_s`."""
     port = free_port()
     log_path = log_dir / f"{command_name}-{port}.log"
-    command = [sys.executable, "-m", "resnet_serve", command_name, "--port", str(port), *args]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, env=server_env(home, **settings), stdout=log, stderr=subprocess.STDOUT
-        )
+    command = resnet_serve(command_name, "--port", str(port), *args)
+    start = time.perf_counter()
+    process = launch(command, server_env(home, **settings) if env is None else env, log_path)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        _wait_ready(server, ready_timeout_s)
+        _wait_ready(server, ready_timeout_s, poll_s)
+        server.ready_s = time.perf_counter() - start
         yield server
     finally:
         stop_process(process)
 
 
-def _wait_ready(server: Server, timeout_s: float) -> None:
+def _wait_ready(server: Server, timeout_s: float, poll_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -96,7 +130,7 @@ def _wait_ready(server: Server, timeout_s: float) -> None:
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.2)
+        time.sleep(poll_s)
     raise TimeoutError(f"server not ready after {timeout_s} s:\n{server.log()}")
 
 
@@ -120,10 +154,9 @@ def start_worker(
     """Start `resnet-serve worker`; `wait_worker_ready` tells when it takes jobs."""
     metrics_port = free_port()
     log_path = log_dir / f"worker-{worker_id}-{metrics_port}.log"
-    command = [sys.executable, "-m", "resnet_serve", "worker", "--worker-id", worker_id, *args]
+    command = resnet_serve("worker", "--worker-id", worker_id, *args)
     env = server_env(home, redis_url=redis_url, worker_metrics_port=str(metrics_port), **settings)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = launch(command, env, log_path)
     return Worker(worker_id, process, log_path, f"http://127.0.0.1:{metrics_port}/metrics")
 
 
