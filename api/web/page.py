@@ -41,7 +41,7 @@ _HEADERS = {
 def _assets() -> dict[str, tuple[bytes, str]]:
     """Every file in api/web/static by name, read once (a few tens of KB)."""
     assets = {}
-    for entry in files("api").joinpath("static").iterdir():
+    for entry in files("resnet_serve.api.web").joinpath("static").iterdir():
         media_type = _MEDIA_TYPES.get(PurePath(entry.name).suffix)
         if media_type is not None:
             assets[entry.name] = (entry.read_bytes(), media_type)

@@ -58,7 +58,7 @@ def serve(
     build_or_exit(settings)
     from resnet_serve.worker.inprocess import InProcessBroker
 
-    _run_gateway(settings, lambda metrics: InProcessBroker(settings, metrics))
+    _run_gateway(settings, lambda metrics: InProcessBroker(settings, metrics), distributed=False)
 
 
 def api(
@@ -75,13 +75,15 @@ def api(
     _run_gateway(settings, lambda metrics: RedisBroker(settings, metrics))
 
 
-def _run_gateway(settings: Settings, make_broker: BrokerFactory) -> None:
+def _run_gateway(
+    settings: Settings, make_broker: BrokerFactory, *, distributed: bool = True
+) -> None:
     import uvicorn
 
     from resnet_serve.api.app import create_app
     from resnet_serve.shared.metrics import Metrics
 
-    metrics = Metrics()
+    metrics = Metrics(distributed=distributed)
     uvicorn.run(
         create_app(settings, make_broker(metrics), metrics),
         host=settings.host,

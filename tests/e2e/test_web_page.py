@@ -18,16 +18,13 @@ from playwright.sync_api import (
     FilePayload,
     Locator,
     Page,
-    Playwright,
     ViewportSize,
     expect,
-    sync_playwright,
 )
 
 from tests.images import jpeg
 from tests.servers import Server, run_server
 
-CHROMIUM = Path("/usr/bin/chromium")
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat"}
 NOT_AN_IMAGE = "This file is not an image the server can read."
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
@@ -63,23 +60,6 @@ class Watched:
             and urlsplit(url).hostname not in ("127.0.0.1", "localhost")
         ]
         assert elsewhere == []
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("no /usr/bin/chromium: `apt-get install -y chromium` (.ci/run does)")
-    browser = playwright.chromium.launch(
-        executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-background-networking"]
-    )
-    yield browser
-    browser.close()
 
 
 def open_page(browser: Browser, url: str) -> Watched:
