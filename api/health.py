@@ -29,6 +29,7 @@ def _models(classifier: Classifier) -> list[ModelOut]:
             engine=m.engine,
             precision=m.precision,
             input_size=m.input_size,
+            weights="random" if m.random_weights else "pretrained",
         )
         for m in classifier.broker.models().values()
     ]
