@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from rich.console import Console
@@ -36,6 +37,7 @@ def export(
         model_repository=model_repository,
         max_batch=max_batch,
     )
+    importlib.import_module("torch")  # building needs it: a missing extra is named first
     directory, manifest = build_or_exit(settings)
     err.print(f"{manifest.name} version {manifest.version}: {directory}")
     for key, entry in manifest.artifacts.items():

@@ -57,7 +57,7 @@ def test_gateway_install_names_the_extra(
 ) -> None:
     argv = [str(image) if a == "IMAGE" else a for a in args]
     result = run_cli(tmp_path / "home", *argv, blocked=GATEWAY_ONLY, timeout_s=120)
-    assert_names_extra(result, "cpu-worker")
+    assert_names_extra(result, "export" if args[0] == "export" else "cpu-worker")
 
 
 def test_building_without_torch_names_the_export_extra(tmp_path: Path) -> None:
