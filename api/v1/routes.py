@@ -60,11 +60,12 @@ def _from_form(
     """`model` and `top_k` from the query, else from multipart fields, else defaults."""
     if model is None:
         model = fields.get("model") or None
-    if "top_k" not in request.query_params and "top_k" in fields:
+    if "top_k" in fields:  # checked even when the query's value wins
         text = fields["top_k"].strip()
         if not text.isdigit() or not 1 <= int(text) <= MAX_TOP_K:
             raise InvalidParameter(f"top_k: must be a whole number from 1 to {MAX_TOP_K}")
-        top_k = int(text)
+        if "top_k" not in request.query_params:
+            top_k = int(text)
     return classifier.model(model), top_k
 
 

@@ -62,6 +62,7 @@ class ClassifyResponse(BaseModel):
     )
     weights: Literal["pretrained", "random"] = Field(
         "pretrained",
+        examples=["pretrained"],
         description="`random`: the model was built from random weights (plumbing and "
         "benchmarks); these predictions are meaningless",
     )
@@ -96,6 +97,7 @@ class ModelOut(BaseModel):
     input_size: int = Field(description="Side of the square crop the model takes", examples=[224])
     weights: Literal["pretrained", "random"] = Field(
         "pretrained",
+        examples=["pretrained"],
         description="`random`: built from random weights for plumbing and benchmarks; "
         "its predictions are meaningless",
     )
