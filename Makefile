@@ -1,14 +1,19 @@
-# The one entry point for people and CI. `make install` then `make check`.
+# The one entry point for developers and CI. `make install` then `make check`.
+# `make install` is the developer install: every extra plus test and lint tools (torch
+# included). Users install one role instead: README, "Install".
+# CPU-only machine: `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu`
+# takes torch's CPU wheels (no CUDA libraries).
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+TORCH_INDEX ?=
 
 .PHONY: install lint test check serve bench clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev]' $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
 lint:
 	$(BIN)/ruff check .

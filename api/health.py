@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from resnet_serve.api.v1.classifier import Classifier
 from resnet_serve.api.v1.schemas import ERROR_RESPONSES, HealthResponse, ModelOut
 from resnet_serve.shared.errors import error_body
 from resnet_serve.shared.logs import request_id_var
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
+# A scrape must answer even when Redis does not: the bulk queue gauge keeps its last value.
+BULK_QUEUE_READ_TIMEOUT_S = 1.0
 
 
 def _models(classifier: Classifier) -> list[ModelOut]:
@@ -22,6 +29,7 @@ def _models(classifier: Classifier) -> list[ModelOut]:
             engine=m.engine,
             precision=m.precision,
             input_size=m.input_size,
+            weights="random" if m.random_weights else "pretrained",
         )
         for m in classifier.broker.models().values()
     ]
@@ -48,13 +56,20 @@ async def healthz(request: Request) -> Response:
     responses={503: ERROR_RESPONSES[503]},
     summary="Readiness",
 )
-async def readyz(request: Request) -> HealthResponse:
+async def readyz(request: Request) -> Response:
     """Ready: standalone, the model is loaded and warm and the batcher runs; distributed,
     Redis is reachable and at least one model has been announced by a worker."""
     classifier: Classifier = request.app.state.classifier
     if not classifier.broker.ready():
-        raise classifier.broker.not_ready_error()
-    return HealthResponse(status="ready", models=_models(classifier))
+        # Expected while starting or draining: an answer, not an error. Neither logged
+        # as a warning nor counted in errors_total (probes would swamp both).
+        exc = classifier.broker.not_ready_error()
+        log.debug("readiness probe: %s", exc.message)
+        body = error_body(exc.code, exc.message, request_id_var.get())
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers())
+    return JSONResponse(
+        HealthResponse(status="ready", models=_models(classifier)).model_dump(mode="json")
+    )
 
 
 @router.get("/v1/models", response_model=list[ModelOut], tags=["classify"], summary="Models")
@@ -71,6 +86,21 @@ async def models(request: Request) -> list[ModelOut]:
 )
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition: requests, latency, batching and queue metrics."""
+    if request.app.state.bulk_store is not None:
+        await _read_bulk_queue(request)
     return Response(
         generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
     )
+
+
+async def _read_bulk_queue(request: Request) -> None:
+    """arq's queue (a sorted set) holds the bulk jobs no jobs-worker has taken yet."""
+    store = request.app.state.bulk_store
+    try:
+        depth = await asyncio.wait_for(
+            store.redis.zcard(store.keys.bulk_queue()), BULK_QUEUE_READ_TIMEOUT_S
+        )
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.debug("bulk queue depth not read: %s", exc)
+        return
+    request.app.state.metrics.bulk_queue_depth.set(depth)

@@ -31,6 +31,7 @@ class RequestContext:
         token = request_id_var.set(request_id)
         status = 500
         start = time.perf_counter()
+        root_path = scope.get("root_path", "")
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -47,8 +48,19 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             self.metrics.in_flight.dec()
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
+            path = _route_label(scope, root_path)
             self.metrics.requests.labels(path, str(status)).inc()
             self.metrics.request_seconds.labels(path).observe(time.perf_counter() - start)
             request_id_var.reset(token)
+
+
+def _route_label(scope: Scope, root_path: str) -> str:
+    """The route template; for a mounted app (the docs assets) its mount path plus
+    `/{path}`, so only requests no route matched count as "unmatched"."""
+    route = scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "unmatched"))
+    mounted = scope.get("root_path", "")
+    if "endpoint" in scope and mounted != root_path:
+        return f"{mounted[len(root_path) :]}/{{path}}"
+    return "unmatched"

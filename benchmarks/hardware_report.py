@@ -41,7 +41,7 @@ GPU_BATCHES = (1, 8, 32, 128, 256)
 # (engine, precision) per device; bf16 only where the CPU has it natively or when asked.
 CPU_ENGINES = (("onnxruntime", "fp32"), ("torchscript", "fp32"), ("torchscript", "bf16"))
 GPU_ENGINES = (("torchscript", "fp16"),)
-# Issue 6's GPU targets, reported, not asserted.
+# The GPU targets, reported, not asserted.
 GPU_TARGET_IMG_S_AT_256 = 25_000
 GPU_TARGET_P99_MS_AT_8 = 5.0
 
@@ -239,7 +239,7 @@ def render(
         p99_8 = min((r.p99_ms for r in gpu if r.batch == 8), default=float("nan"))
         lines += [
             "",
-            "GPU targets (issue 6, reported, not asserted):",
+            "GPU targets (reported, not asserted):",
             f"- model-only fp16 at batch 256: {at_256:.0f} img/s "
             f"(target ≥ {GPU_TARGET_IMG_S_AT_256}).",
             f"- engine p99 at batch 8: {p99_8:.2f} ms (target ≤ {GPU_TARGET_P99_MS_AT_8}).",

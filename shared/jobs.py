@@ -63,3 +63,5 @@ class ModelInfo:
     input_size: int
     resize_size: int
     num_classes: int
+    # Built from random weights (plumbing and benchmarks): its predictions mean nothing.
+    random_weights: bool = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 # Latency buckets from 1 ms to 30 s: covers a cached answer and a deadline alike.
 LATENCY_BUCKETS = (
@@ -28,9 +28,18 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, distributed: bool = True
+    ) -> None:
+        """`distributed=False` (standalone `serve`) leaves out the families only Redis
+        mode fills (queue in Redis, workers, reclaims, dead letters, bulk queue): they
+        exist but are registered nowhere, so `/metrics` shows only what can move."""
+        # No `_created` series: a gauge per counter and histogram that dashboards never
+        # read. Process-wide in prometheus_client; idempotent.
+        disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        rd = r if distributed else None
         self.requests = Counter(
             "resnet_serve_requests_total",
             "HTTP requests answered, by route and status code",
@@ -107,41 +116,46 @@ class Metrics:
             "resnet_serve_queue_in_flight",
             "Jobs taken by a worker and not yet acknowledged",
             ["model"],
-            registry=r,
+            registry=rd,
         )
         self.queue_oldest_age = Gauge(
             "resnet_serve_queue_oldest_age_seconds",
             "Age of the oldest job not yet acknowledged",
             ["model"],
-            registry=r,
+            registry=rd,
         )
         self.dead_letters = Gauge(
             "resnet_serve_dead_letters",
             "Entries in the dead-letter stream",
             ["model"],
-            registry=r,
+            registry=rd,
         )
         self.workers = Gauge(
-            "resnet_serve_workers", "Workers with a live heartbeat", ["model"], registry=r
+            "resnet_serve_workers", "Workers with a live heartbeat", ["model"], registry=rd
         )
         self.workers_needed = Gauge(
             "resnet_serve_workers_needed",
             "Workers needed for the arrival rate plus draining the backlog within the "
             "queue latency objective, from measured per-worker throughput",
             ["model"],
-            registry=r,
+            registry=rd,
         )
         self.reclaimed_jobs = Counter(
             "resnet_serve_reclaimed_jobs_total",
             "Jobs taken over from a worker that held them past the visibility timeout",
             ["model"],
-            registry=r,
+            registry=rd,
         )
         self.dead_lettered = Counter(
             "resnet_serve_dead_lettered_total",
             "Jobs moved to the dead-letter stream",
             ["model"],
-            registry=r,
+            registry=rd,
+        )
+        self.bulk_queue_depth = Gauge(
+            "resnet_serve_bulk_queue_depth",
+            "Bulk jobs waiting in arq's queue for a jobs-worker (read from Redis at scrape)",
+            registry=rd,
         )
 
     def start_model(self, model: str) -> None:

@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     redis_ca_file: Path | None = Field(None, description="CA bundle for rediss:// servers")
     redis_namespace: str = Field("resnet-serve", pattern=r"^[A-Za-z0-9._-]+$")
     worker_id: str | None = Field(None, description="Consumer name; default host-pid")
-    worker_metrics_port: int = Field(9100, ge=0, le=65535, description="0: no metrics server")
+    # Not 9100 (node_exporter's, often on the same host): 8002, Triton's metrics port.
+    worker_metrics_port: int = Field(8002, ge=0, le=65535, description="0: no metrics server")
     visibility_timeout_s: float = Field(
         5.0, gt=0, description="A job taken but not acknowledged this long is reclaimed"
     )

@@ -132,13 +132,21 @@ def _scores(encoded: object) -> np.ndarray | None:
 
 
 def encode_model_info(info: ModelInfo) -> bytes:
-    return json.dumps({"v": VERSION, **asdict(info)}).encode()
+    fields = asdict(info)
+    # Written only when set: gateways older than the field read every other announcement.
+    if not fields["random_weights"]:
+        del fields["random_weights"]
+    return json.dumps({"v": VERSION, **fields}).encode()
+
+
+_MODEL_INFO_FIELDS = frozenset(ModelInfo.__dataclass_fields__)
 
 
 def decode_model_info(data: bytes) -> ModelInfo:
     try:
         fields = json.loads(data)
         fields.pop("v")
-        return ModelInfo(**fields)
+        # Fields a newer worker adds are ignored, not an unreadable announcement.
+        return ModelInfo(**{k: v for k, v in fields.items() if k in _MODEL_INFO_FIELDS})
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedMessage(f"unreadable model description: {exc!r}") from None

@@ -36,12 +36,17 @@ _PLATFORMS = {
 }
 
 
+def platform(engine: str) -> str:
+    """Triton's platform name for an engine."""
+    return _PLATFORMS.get(engine, engine)
+
+
 def metadata(info: ModelInfo) -> ModelMetadata:
     size = info.input_size
     return ModelMetadata(
         name=info.name,
         versions=[info.version],
-        platform=_PLATFORMS.get(info.engine, info.engine),
+        platform=platform(info.engine),
         inputs=[
             TensorMetadata(name=IMAGES, datatype="BYTES", shape=[-1]),
             TensorMetadata(name=PIXELS, datatype="UINT8", shape=[-1, size, size, 3]),

@@ -20,6 +20,7 @@ from starlette.routing import Match
 
 from resnet_serve.api.kserve import inference
 from resnet_serve.api.kserve.codec import BinaryData, decompress, encode_response, read_body, split
+from resnet_serve.api.kserve.model_config import model_config
 from resnet_serve.api.kserve.schemas import (
     ERRORS,
     HEADER_LENGTH,
@@ -183,6 +184,43 @@ async def model_version_ready(
 ) -> ModelReady:
     """200 when this version of the model is ready for inference."""
     return _ready(request, model_name, version)
+
+
+def _config(request: Request, name: str, version: str | None) -> dict[str, Any]:
+    settings = _classifier(request).settings
+    info = _model(request, name, version)
+    return model_config(info, settings.max_batch, settings.max_batch_wait_ms)
+
+
+_CONFIG_DOC: dict[str, Any] = {
+    "responses": {
+        200: {
+            "description": "Triton's model configuration (model_config.proto as JSON)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **_MODEL_ERRORS,
+    },
+}
+
+
+@router.get("/models/{model_name}/config", summary="Model configuration", **_CONFIG_DOC)
+async def model_configuration(request: Request, model_name: ModelName) -> dict[str, Any]:
+    """Triton's model configuration: platform, max_batch_size, inputs and outputs with
+    `dims` that leave out the batch dimension, and the dynamic batcher's queue delay.
+    Distributed gateways answer with their own `max_batch` and `max_batch_wait_ms`."""
+    return _config(request, model_name, None)
+
+
+@router.get(
+    "/models/{model_name}/versions/{version}/config",
+    summary="Model version configuration",
+    **_CONFIG_DOC,
+)
+async def model_version_configuration(
+    request: Request, model_name: ModelName, version: Version
+) -> dict[str, Any]:
+    """The configuration of one version of the model."""
+    return _config(request, model_name, version)
 
 
 async def _infer(request: Request, model_name: str, version: str | None) -> Response:

@@ -31,14 +31,20 @@ class Classifier:
         self.pool = pool
         self.cache = cache
 
-    def model(self, name: str | None) -> ModelInfo:
+    def check_ready(self) -> None:
         if not self.broker.ready():
             raise self.broker.not_ready_error()
+
+    def model(self, name: str | None) -> ModelInfo:
+        self.check_ready()
         name = name or self.settings.model
         info = self.broker.models().get(name)
         if info is None:
             served = ", ".join(self.broker.models())
-            raise UnknownModel(f"model {name!r} is not served here (served: {served})")
+            raise UnknownModel(
+                f"model {name!r} is not served here (served: {served}; "
+                "choose one with the `model` parameter)"
+            )
         return info
 
     async def classify(
@@ -48,7 +54,7 @@ class Classifier:
         key = self.cache.key(info.name, upload.data, top_k) if self.cache.enabled else None
         cached = self.cache.get(key, info.version) if key else None
         if cached is not None:
-            return _response(request_id, cached, 0.0, received_at, cached=True)
+            return _response(request_id, cached, 0.0, received_at, info, cached=True)
         config = config_for(info, self.settings)
         image, decode_s = await self.pool.preprocess(upload.data, config)
         job = Job(
@@ -61,7 +67,7 @@ class Classifier:
         result = await self.broker.submit(job)
         if key:
             self.cache.put(key, result)
-        return _response(request_id, result, decode_s * 1000, received_at, cached=False)
+        return _response(request_id, result, decode_s * 1000, received_at, info, cached=False)
 
     async def classify_many(
         self,
@@ -91,7 +97,13 @@ class Classifier:
 
 
 def _response(
-    request_id: str, result: Result, decode_ms: float, received_at: float, *, cached: bool
+    request_id: str,
+    result: Result,
+    decode_ms: float,
+    received_at: float,
+    info: ModelInfo,
+    *,
+    cached: bool,
 ) -> ClassifyResponse:
     return ClassifyResponse(
         request_id=request_id,
@@ -106,6 +118,7 @@ def _response(
             inference_ms=0.0 if cached else round(result.inference_ms, 3),
             total_ms=round((time.time() - received_at) * 1000, 3),
         ),
-        batch_size=0 if cached else result.batch_size,
+        batch_size=result.batch_size,  # the call that computed it, cached or not
         cached=cached,
+        weights="random" if info.random_weights else "pretrained",
     )

@@ -9,24 +9,64 @@ from fastapi import APIRouter, Query, Request
 from resnet_serve.api.v1.classifier import Classifier
 from resnet_serve.api.v1.schemas import ERROR_RESPONSES, BatchResponse, ClassifyResponse
 from resnet_serve.api.v1.uploads import read_uploads
+from resnet_serve.shared.errors import InvalidParameter
+from resnet_serve.shared.jobs import ModelInfo
 
 router = APIRouter(prefix="/v1", tags=["classify"])
 
-TopK = Annotated[int, Query(ge=1, le=20, description="How many labels to return")]
+MAX_TOP_K = 20
+TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many labels to return")]
 ModelName = Annotated[str | None, Query(description="Model to use; the default model if unset")]
 
 
 def _body_doc(multiple: bool) -> dict[str, object]:
     file_schema = {"type": "string", "format": "binary"}
     files = {"type": "array", "items": file_schema} if multiple else file_schema
+    properties = {
+        "file": files,
+        "model": {"type": "string", "description": "As the `model` query parameter"},
+        "top_k": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 20,
+            "description": "As the `top_k` query parameter (the query wins when both are sent)",
+        },
+    }
     content: dict[str, object] = {
         "multipart/form-data": {
-            "schema": {"type": "object", "properties": {"file": files}, "required": ["file"]}
+            "schema": {"type": "object", "properties": properties, "required": ["file"]}
         }
     }
     if not multiple:
         content["image/*"] = {"schema": file_schema}
     return {"requestBody": {"required": True, "content": content}}
+
+
+def _early_check(classifier: Classifier, model: str | None) -> None:
+    """503 while loading, 404 for a query's unknown model: before the body is read."""
+    if model:
+        classifier.model(model)
+    else:
+        classifier.check_ready()
+
+
+def _from_form(
+    request: Request,
+    classifier: Classifier,
+    fields: dict[str, str],
+    model: str | None,
+    top_k: int,
+) -> tuple[ModelInfo, int]:
+    """`model` and `top_k` from the query, else from multipart fields, else defaults."""
+    if model is None:
+        model = fields.get("model") or None
+    if "top_k" in fields:  # checked even when the query's value wins
+        text = fields["top_k"].strip()
+        if not text.isdigit() or not 1 <= int(text) <= MAX_TOP_K:
+            raise InvalidParameter(f"top_k: must be a whole number from 1 to {MAX_TOP_K}")
+        if "top_k" not in request.query_params:
+            top_k = int(text)
+    return classifier.model(model), top_k
 
 
 def _classifier(request: Request) -> Classifier:
@@ -43,16 +83,19 @@ def _classifier(request: Request) -> Classifier:
 )
 async def classify(request: Request, top_k: TopK = 3, model: ModelName = None) -> ClassifyResponse:
     """Upload an image as multipart field `file` or as a raw `image/*` body; get the
-    top-k ImageNet labels."""
+    top-k ImageNet labels. A multipart body may also carry `model` and `top_k` fields."""
     classifier = _classifier(request)
-    info = classifier.model(model)
+    _early_check(classifier, model)
     settings = classifier.settings
+    fields: dict[str, str] = {}
     (upload,) = await read_uploads(
         request,
         max_files=1,
         max_file_bytes=settings.max_upload_bytes,
         max_request_bytes=settings.max_upload_bytes + 64 * 1024,
+        fields=fields,
     )
+    info, top_k = _from_form(request, classifier, fields, model, top_k)
     state = request.scope["state"]
     return await classifier.classify(upload, info, top_k, state["request_id"], state["received_at"])
 
@@ -67,16 +110,20 @@ async def classify(request: Request, top_k: TopK = 3, model: ModelName = None) -
 async def classify_batch(
     request: Request, top_k: TopK = 3, model: ModelName = None
 ) -> BatchResponse:
-    """Several multipart `file` fields; one result (or one error) per file, in order."""
+    """Several multipart `file` fields; one result (or one error) per file, in order.
+    `model` and `top_k` may also come as multipart fields."""
     classifier = _classifier(request)
-    info = classifier.model(model)
+    _early_check(classifier, model)
     settings = classifier.settings
+    fields: dict[str, str] = {}
     uploads = await read_uploads(
         request,
         max_files=settings.max_files_per_request,
         max_file_bytes=settings.max_upload_bytes,
         max_request_bytes=settings.max_request_bytes,
+        fields=fields,
     )
+    info, top_k = _from_form(request, classifier, fields, model, top_k)
     state = request.scope["state"]
     items = await classifier.classify_many(
         uploads, info, top_k, state["request_id"], state["received_at"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -39,6 +41,7 @@ class ClassifyResponse(BaseModel):
                     },
                     "batch_size": 4,
                     "cached": False,
+                    "weights": "pretrained",
                 }
             ]
         }
@@ -49,8 +52,20 @@ class ClassifyResponse(BaseModel):
     version: str
     predictions: list[PredictionOut]
     timings: TimingsOut
-    batch_size: int = Field(description="Images in the engine call that served this one")
-    cached: bool = Field(description="Served from the response cache")
+    batch_size: int = Field(
+        description="Images in the engine call that computed this answer (for a cached "
+        "answer, the call that computed it first)"
+    )
+    cached: bool = Field(
+        description="Served from the response cache: this request spent no time queued or "
+        "in the engine, so `timings.queue_ms` and `timings.inference_ms` are 0"
+    )
+    weights: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        examples=["pretrained"],
+        description="`random`: the model was built from random weights (plumbing and "
+        "benchmarks); these predictions are meaningless",
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -80,6 +95,12 @@ class ModelOut(BaseModel):
     engine: str = Field(examples=["onnxruntime"])
     precision: str = Field(examples=["fp32"])
     input_size: int = Field(description="Side of the square crop the model takes", examples=[224])
+    weights: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        examples=["pretrained"],
+        description="`random`: built from random weights for plumbing and benchmarks; "
+        "its predictions are meaningless",
+    )
 
 
 class HealthResponse(BaseModel):

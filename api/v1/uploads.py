@@ -22,6 +22,8 @@ from resnet_serve.shared.errors import (
 
 RAW_TYPES = ("image/", "application/octet-stream")
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# Text fields a multipart body may carry besides its files (`model`, `top_k`).
+MAX_TEXT_FIELDS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,23 +54,29 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_uploads(
-    request: Request, *, max_files: int, max_file_bytes: int, max_request_bytes: int
+    request: Request,
+    *,
+    max_files: int,
+    max_file_bytes: int,
+    max_request_bytes: int,
+    fields: dict[str, str] | None = None,
 ) -> list[Upload]:
     """Every image in the request, in order. Raises a ServeError for anything else.
+    A multipart body's text fields go into `fields` when it is given.
 
     An empty file is returned like any other: decoding rejects it (empty_body), so in a
     batch it fails only its own item.
     """
     media_type = _media_type(request)
     if media_type == "multipart/form-data":
-        uploads = await _read_multipart(request, max_files, max_request_bytes)
+        uploads = await _read_multipart(request, max_files, max_request_bytes, fields)
     elif media_type.startswith(RAW_TYPES):
         body = b"".join([chunk async for chunk in _limited(request, max_file_bytes)])
         uploads = [Upload(filename="body", data=body)]
     else:
+        sent = f"not {media_type}" if media_type else "this request has no Content-Type header"
         raise UnsupportedMediaType(
-            f"send multipart/form-data with a 'file' field or an image/* body, not "
-            f"{media_type or 'no content type'}"
+            f"send multipart/form-data with a 'file' field or an image/* body; {sent}"
         )
     for upload in uploads:
         if len(upload.data) > max_file_bytes:
@@ -76,9 +84,14 @@ async def read_uploads(
     return uploads
 
 
-async def _read_multipart(request: Request, max_files: int, limit: int) -> list[Upload]:
+async def _read_multipart(
+    request: Request, max_files: int, limit: int, fields: dict[str, str] | None
+) -> list[Upload]:
     parser = MultiPartParser(
-        request.headers, _limited(request, limit), max_files=max_files, max_fields=max_files
+        request.headers,
+        _limited(request, limit),
+        max_files=max_files,
+        max_fields=max_files + MAX_TEXT_FIELDS,
     )
     try:
         form = await parser.parse()
@@ -87,6 +100,8 @@ async def _read_multipart(request: Request, max_files: int, limit: int) -> list[
             raise TooManyFiles(f"at most {max_files} files per request") from exc
         raise InvalidParameter(f"malformed multipart body: {exc.message}") from exc
     try:
+        if fields is not None:
+            fields.update((k, v) for k, v in form.multi_items() if isinstance(v, str))
         files = [v for k, v in form.multi_items() if k == "file" and isinstance(v, UploadFile)]
         if not files:
             raise InvalidParameter("the multipart body has no 'file' field with a file in it")

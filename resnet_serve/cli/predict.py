@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -19,14 +20,19 @@ from resnet_serve.cli.common import (
     fail,
     settings_from,
 )
-from resnet_serve.shared.settings import Settings
+from resnet_serve.shared.logs import configure_logging
+from resnet_serve.shared.settings import ENV_PREFIX, Settings
 
 COLUMNS = ("image", "rank", "label", "index", "score")
+# The API's default (POST /v1/classify, KServe's classification): one default everywhere.
+DEFAULT_TOP_K = 3
 
 
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files to classify")],
-    top_k: Annotated[int, typer.Option(min=1, max=20, help="Labels per image")] = 5,
+    top_k: Annotated[
+        int, typer.Option(min=1, max=20, help="Labels per image", show_default=True)
+    ] = DEFAULT_TOP_K,
     model: Model = None,
     weights: Weights = None,
     engine: EngineOpt = None,
@@ -36,13 +42,19 @@ def predict(
         typer.Option(help="Classify through a running server (http://host:port) instead"),
     ] = None,
 ) -> None:
-    """Classify local image files and print a top-k table."""
+    """Classify local image files and print a top-k table (on stdout; logs and
+    errors go to stderr, and only warnings unless RESNET_SERVE_LOG_LEVEL says more)."""
+    missing = [str(path) for path in images if not path.is_file()]
+    if missing:
+        fail(f"no such file: {', '.join(missing)}")
     settings = settings_from(
         model=model, weights=weights, engine=engine, model_repository=model_repository
     )
+    if f"{ENV_PREFIX}LOG_LEVEL" not in os.environ:
+        configure_logging("warning", settings.log_format)
     table = Table(title=url)
     for column in COLUMNS:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # never cut with "…"
     if url:
         failed = _predict_remote(url, images, top_k, model, table)
     else:
@@ -69,8 +81,12 @@ def _predict_local(settings: Settings, images: list[Path], top_k: int, table: Ta
     for path in images:
         try:
             crop = preprocess(path.read_bytes(), config)
-        except (ServeError, OSError) as exc:
+        except ServeError as exc:
             table.add_row(str(path), "-", f"error: {exc}", "", "")
+            failed = True
+            continue
+        except OSError as exc:
+            table.add_row(str(path), "-", f"error: cannot read it ({exc.strerror})", "", "")
             failed = True
             continue
         probabilities = loaded.engine.infer(np.expand_dims(crop, 0))[0]
@@ -99,7 +115,7 @@ def _predict_remote(
                 failed = True
                 continue
             except OSError as exc:
-                table.add_row(str(path), "-", f"error: {exc}", "", "")
+                table.add_row(str(path), "-", f"error: cannot read it ({exc.strerror})", "", "")
                 failed = True
                 continue
             table.title = f"{result.model} v{result.version} at {url}"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +22,7 @@ from resnet_serve.cli.common import (
     Repo,
     Weights,
     build_or_exit,
+    fail,
     settings_from,
 )
 from resnet_serve.shared.settings import Settings
@@ -58,7 +60,7 @@ def serve(
     build_or_exit(settings)
     from resnet_serve.worker.inprocess import InProcessBroker
 
-    _run_gateway(settings, lambda metrics: InProcessBroker(settings, metrics))
+    _run_gateway(settings, lambda metrics: InProcessBroker(settings, metrics), distributed=False)
 
 
 def api(
@@ -75,13 +77,15 @@ def api(
     _run_gateway(settings, lambda metrics: RedisBroker(settings, metrics))
 
 
-def _run_gateway(settings: Settings, make_broker: BrokerFactory) -> None:
+def _run_gateway(
+    settings: Settings, make_broker: BrokerFactory, *, distributed: bool = True
+) -> None:
     import uvicorn
 
     from resnet_serve.api.app import create_app
     from resnet_serve.shared.metrics import Metrics
 
-    metrics = Metrics()
+    metrics = Metrics(distributed=distributed)
     uvicorn.run(
         create_app(settings, make_broker(metrics), metrics),
         host=settings.host,
@@ -122,9 +126,27 @@ def worker(
     from resnet_serve.worker.redis_worker import heartbeat_fresh, serve_worker
 
     if check:
-        raise typer.Exit(0 if heartbeat_fresh(settings) else 1)
+        if heartbeat_fresh(settings):
+            raise typer.Exit(0)
+        fail(_stale_heartbeat(settings), code=1)
     build_or_exit(settings)
     asyncio.run(serve_worker(settings))
+
+
+def _stale_heartbeat(settings: Settings) -> str:
+    """Why `worker --check` fails, for the person reading the probe's output."""
+    path = settings.heartbeat_file
+    try:
+        age_s = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return (
+            f"no heartbeat at {path}: no worker for model {settings.model!r} runs with this "
+            "home directory (check with the worker's own --model and RESNET_SERVE_HOME_DIR)"
+        )
+    return (
+        f"the heartbeat of the {settings.model!r} worker is {age_s:.0f} s old "
+        f"(written every {settings.heartbeat_interval_s:g} s): its loop is stuck or stopped"
+    )
 
 
 def jobs_worker(
@@ -141,7 +163,15 @@ def jobs_worker(
     through the inference streams. Needs no torch."""
     settings = settings_from(redis_url=redis_url, worker_id=worker_id)
     from resnet_serve.api.bulk.jobs_worker import healthy, serve_jobs_worker
+    from resnet_serve.api.bulk.jobs_worker import worker_id as health_id
 
     if check:
-        raise typer.Exit(0 if asyncio.run(healthy(settings)) else 1)
+        if asyncio.run(healthy(settings)):
+            raise typer.Exit(0)
+        fail(
+            f"no fresh jobs-worker health-check key for {health_id(settings)!r} in Redis: "
+            "none runs on this host, it is stuck, or Redis is unreachable "
+            "(--worker-id names another host's)",
+            code=1,
+        )
     asyncio.run(serve_jobs_worker(settings))

@@ -26,6 +26,7 @@ QUEUE_METRICS = {  # exported by every gateway from Redis: same value everywhere
     "resnet_serve_dead_letters": "gauge",
     "resnet_serve_workers": "gauge",
     "resnet_serve_workers_needed": "gauge",
+    "resnet_serve_bulk_queue_depth": "gauge",  # arq's queue, read at each scrape
 }
 WORKER_METRICS = {
     "resnet_serve_batch_size": "histogram",

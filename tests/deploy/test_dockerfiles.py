@@ -104,10 +104,10 @@ def test_workers_bake_weights_with_the_real_export_command(path: Path) -> None:
     assert any("--from=build /opt/resnet-serve" in c for c in dockerfile.final.all("COPY"))
 
 
-def test_torch_pins_match_the_worker_extra() -> None:
+def test_torch_pins_match_the_export_extra() -> None:
     pins = {
         re.split(r"[=<>\[]", r)[0]: r
-        for r in PYPROJECT["project"]["optional-dependencies"]["worker"]
+        for r in PYPROJECT["project"]["optional-dependencies"]["export"]
     }
     for path in DOCKERFILES[1:]:
         text = path.read_text()

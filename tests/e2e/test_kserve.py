@@ -90,6 +90,24 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
     assert model["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 1000]}]
 
 
+def test_model_config_in_tritons_shape(client: triton.InferenceServerClient) -> None:
+    config = client.get_model_config(MODEL)
+    assert config == client.get_model_config(MODEL, "1")
+    assert config["name"] == MODEL
+    assert config["platform"] == client.get_model_metadata(MODEL)["platform"]
+    assert config["max_batch_size"] >= 1
+    assert {(t["name"], t["data_type"], tuple(t["dims"])) for t in config["input"]} == {
+        ("images", "TYPE_STRING", (1,)),
+        ("pixels", "TYPE_UINT8", (224, 224, 3)),
+    }
+    assert [(t["name"], t["data_type"], t["dims"]) for t in config["output"]] == [
+        ("probabilities", "TYPE_FP32", [1000])
+    ]
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] >= 0
+    assert triton_error(client.get_model_config, "resnet152").status() == "404"
+    assert triton_error(client.get_model_config, MODEL, "2").status() == "404"
+
+
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_classification_extension_equals_v1(
     client: triton.InferenceServerClient, lite_server: Server, binary: bool

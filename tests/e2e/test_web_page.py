@@ -4,7 +4,9 @@ running efficientnet_lite0 with its real ImageNet weights."""
 from __future__ import annotations
 
 import base64
+import json
 import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,16 +20,13 @@ from playwright.sync_api import (
     FilePayload,
     Locator,
     Page,
-    Playwright,
     ViewportSize,
     expect,
-    sync_playwright,
 )
 
 from tests.images import jpeg
 from tests.servers import Server, run_server
 
-CHROMIUM = Path("/usr/bin/chromium")
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat"}
 NOT_AN_IMAGE = "This file is not an image the server can read."
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
@@ -63,23 +62,6 @@ class Watched:
             and urlsplit(url).hostname not in ("127.0.0.1", "localhost")
         ]
         assert elsewhere == []
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("no /usr/bin/chromium: `apt-get install -y chromium` (.ci/run does)")
-    browser = playwright.chromium.launch(
-        executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-background-networking"]
-    )
-    yield browser
-    browser.close()
 
 
 def open_page(browser: Browser, url: str) -> Watched:
@@ -189,13 +171,13 @@ def test_chelsea_shows_a_cat_with_score_bars_and_timings(
     wait_done(page)
     assert page.evaluate("window.sawProgress") is True
     shown = labels(page, "chelsea.jpg")
-    assert len(shown) == 5  # the page's default k
+    assert len(shown) == 3  # the page's default k, the API's
     assert CAT_CLASSES & set(shown[:3])
 
     # The page shows what the API answers for the same image and k.
     api = httpx.post(
         f"{lite_server.url}/v1/classify",
-        params={"top_k": 5},
+        params={"top_k": 3},
         files={"file": ("chelsea.jpg", image["buffer"], "image/jpeg")},
         timeout=30,
     ).json()
@@ -259,7 +241,7 @@ def test_several_images_make_a_grid_of_cards(watched: Watched, logs: Path) -> No
     assert cards.count() == len(files)
     assert CAT_CLASSES & set(labels(page, "chelsea.jpg")[:3])
     assert {"espresso", "cup"} & set(labels(page, "coffee.jpg")[:3])
-    assert len(labels(page, "rocket.jpg")) == 5
+    assert len(labels(page, "rocket.jpg")) == 3
     assert card(page, "notes.txt").locator(".error code").inner_text() == "not_an_image"
     assert page.locator("#status").inner_text() == "4 images: 3 classified, 1 failed."
 
@@ -327,3 +309,54 @@ def test_behind_an_api_key_the_page_asks_for_it_and_keeps_it_for_the_tab(
         assert stored == [[key], 0, ""]
         seen.assert_clean(401)
         page.context.close()
+
+
+def test_selections_add_up_k_reruns_and_json_and_curl_can_be_copied(
+    watched: Watched, lite_server: Server, tmp_path: Path
+) -> None:
+    page = watched.page
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.set_input_files("#file", [chelsea()])
+    wait_done(page)
+    page.set_input_files("#file", [payload("coffee.jpg", "image/jpeg", jpeg("coffee"))])
+    wait_done(page)
+    captions = page.locator(".card figcaption").all_inner_texts()
+    assert captions == ["coffee.jpg", "chelsea.jpg"]  # newest first, earlier ones kept
+
+    page.locator("#top-k").fill("5")
+    page.locator("#top-k").press("Enter")  # a changed k asks again for every card
+    expect(card(page, "chelsea.jpg").locator(".predictions li")).to_have_count(5)
+    expect(card(page, "coffee.jpg").locator(".predictions li")).to_have_count(5)
+    wait_done(page)
+
+    result = card(page, "chelsea.jpg")
+    result.locator(".raw summary").click()
+    answer = json.loads(result.locator(".raw pre.json").inner_text())
+    assert [p["label"] for p in answer["predictions"]] == labels(page, "chelsea.jpg")
+    curl = result.locator(".raw pre.curl").inner_text()
+    assert curl == f"curl -F 'file=@chelsea.jpg' '{lite_server.url}/v1/classify?top_k=5'"
+    result.get_by_role("button", name="Copy curl").click()
+    assert page.evaluate("navigator.clipboard.readText()") == curl
+    # The copied command works as it is, next to the file.
+    (tmp_path / "chelsea.jpg").write_bytes(chelsea()["buffer"])
+    ran = subprocess.run(
+        ["bash", "-c", curl], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert [p["label"] for p in json.loads(ran.stdout)["predictions"]] == labels(
+        page, "chelsea.jpg"
+    )
+
+    page.get_by_role("button", name="Clear results").click()
+    expect(page.locator(".card")).to_have_count(0)
+    watched.assert_clean()
+
+
+def test_random_weights_are_said_on_the_page(browser: Browser, resnet_server: Server) -> None:
+    seen = open_page(browser, resnet_server.url)
+    page = seen.page
+    expect(page.locator("#model-info")).to_contain_text("random weights")
+    page.set_input_files("#file", [chelsea()])
+    wait_done(page)
+    expect(card(page, "chelsea.jpg").locator(".random-weights")).to_be_visible()
+    seen.assert_clean()
+    page.context.close()

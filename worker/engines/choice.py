@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,14 +48,26 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def torch_installed() -> bool:
+    """Without importing it: a `cpu-worker` install has no torch, so no TorchScript."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def choose_engine(engine: str, precision: str) -> EngineChoice:
     """Resolve "auto" settings; reject combinations no engine can run."""
     cuda = cuda_present()
     if engine == "auto":
         if cuda:
             engine, reason = "torchscript", "a CUDA device is present"
-        elif precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()):
+        elif precision == "bf16" or (
+            precision == "auto" and cpu_has_native_bf16() and torch_installed()
+        ):
             engine, reason = "torchscript", "bf16 on a CPU with native bf16 (AVX512-BF16/AMX)"
+        elif not torch_installed():
+            engine, reason = "onnxruntime", "no torch in this install: ONNX Runtime serves"
         else:
             engine, reason = "onnxruntime", "CPU only; ONNX Runtime is the fastest fp32 CPU engine"
     else:

