@@ -12,7 +12,6 @@ import pytest
 
 from tests.compat import GOLDEN, SNAPSHOTS
 
-
 # Prose and samples in the OpenAPI documents: rewording them breaks no client.
 PROSE = {"description", "summary", "examples", "example"}
 
@@ -55,10 +54,10 @@ def test_nothing_recorded_is_gone_or_changed(name: str) -> None:
 
 
 def test_the_check_catches_a_rename() -> None:
-    golden = {"paths": {"/v1/classify": {"post": {"summary": "Classify"}}}}
-    renamed = {"paths": {"/v1/predict": {"post": {"summary": "Classify"}}}}
-    changed = {"paths": {"/v1/classify": {"post": {"summary": "Other"}}}}
-    grown = {"paths": {"/v1/classify": {"post": {"summary": "Classify", "x": 1}}, "/new": {}}}
+    golden = {"paths": {"/v1/classify": {"post": {"operationId": "classify"}}}}
+    renamed = {"paths": {"/v1/predict": {"post": {"operationId": "classify"}}}}
+    changed = {"paths": {"/v1/classify": {"post": {"operationId": "other"}}}}
+    grown = {"paths": {"/v1/classify": {"post": {"operationId": "classify", "x": 1}}, "/new": {}}}
     assert missing(golden, renamed) == ["/paths//v1/classify is gone"]
     assert len(missing(golden, changed)) == 1
     assert missing(golden, grown) == []
