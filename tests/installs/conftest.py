@@ -45,10 +45,7 @@ def top_level(wheel: Path) -> list[str]:
         return archive.read(name).decode().split()
 
 
-@pytest.fixture(scope="session")
-def gateway_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with the gateway install: the wheel and its base dependencies only."""
-    directory = tmp_path_factory.mktemp("gateway-venv")
+def fresh_venv(directory: Path, requirement: str) -> Path:
     venv.create(directory, with_pip=True)
     subprocess.run(
         [
@@ -56,10 +53,22 @@ def gateway_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             "install",
             "-q",
             "--disable-pip-version-check",
-            str(wheel),
+            requirement,
         ],
         check=True,
         capture_output=True,
         timeout=900,
     )
     return directory
+
+
+@pytest.fixture(scope="session")
+def gateway_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the gateway install: the wheel and its base dependencies only."""
+    return fresh_venv(tmp_path_factory.mktemp("gateway-venv"), str(wheel))
+
+
+@pytest.fixture(scope="session")
+def cpu_worker_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the CPU-worker install: ONNX Runtime, no torch."""
+    return fresh_venv(tmp_path_factory.mktemp("cpu-worker-venv"), f"{wheel}[cpu-worker]")

@@ -1,0 +1,98 @@
+"""Each install role in its own fresh venv, as README's Install section gives it: the
+commands of the role run, and a command that needs a missing extra answers with the
+extra to install and exit status 2, never a traceback. (The full role is the developer
+venv `make install` builds: the rest of the suite runs its `export`.)"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.images import jpeg
+from tests.installs.venvs import run, started, wait_until
+from tests.servers import free_port
+
+
+def assert_names_extra(result: subprocess.CompletedProcess[str], extra: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"pip install 'resnet-serve[{extra}]'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "extra"),
+    [
+        (("serve", "--weights", "random"), "cpu-worker"),
+        (("worker", "--weights", "random"), "cpu-worker"),
+        (("export", "--weights", "random"), "export"),
+        (("predict", "--weights", "random", "cat.jpg"), "cpu-worker"),
+    ],
+    ids=["serve", "worker", "export", "predict"],
+)
+def test_gateway_install_names_the_missing_extra(
+    gateway_venv: Path, tmp_path: Path, args: tuple[str, ...], extra: str
+) -> None:
+    (tmp_path / "cat.jpg").write_bytes(jpeg("chelsea"))
+    result = subprocess.run(
+        [str(gateway_venv / "bin" / "resnet-serve"), *args],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "RESNET_SERVE_HOME_DIR": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_names_extra(result, extra)
+
+
+def test_cpu_worker_install_cannot_export(cpu_worker_venv: Path, tmp_path: Path) -> None:
+    result = run(
+        cpu_worker_venv,
+        "export",
+        "--weights",
+        "random",
+        env={"RESNET_SERVE_HOME_DIR": str(tmp_path)},
+    )
+    assert_names_extra(result, "export")
+
+
+def test_cpu_worker_install_serves_and_predicts_a_built_artifact(
+    cpu_worker_venv: Path, home: Path, resnet_artifact: None, logs: Path, tmp_path: Path
+) -> None:
+    """The artifact is built by the full install (the `resnet_artifact` fixture) into a
+    model repository, which the torch-free worker install then serves."""
+    env = {
+        "RESNET_SERVE_HOME_DIR": str(home),
+        "RESNET_SERVE_OFFLINE": "true",
+        "RESNET_SERVE_ENGINE": "onnxruntime",
+    }
+    photo = tmp_path / "chelsea.jpg"
+    photo.write_bytes(jpeg("chelsea"))
+    predicted = run(cpu_worker_venv, "predict", "--weights", "random", str(photo), env=env)
+    assert predicted.returncode == 0, predicted.stderr
+    assert "onnxruntime" in predicted.stdout
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with started(
+        cpu_worker_venv, logs, "serve", "--weights", "random", "--port", str(port), env=env
+    ) as server:
+
+        def ready() -> bool:
+            assert server.poll() is None, "serve exited"
+            try:
+                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, "serve's /readyz")
+        answer = httpx.post(
+            f"{url}/v1/classify",
+            content=jpeg("chelsea"),
+            headers={"content-type": "image/jpeg"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == 3
+        assert httpx.get(f"{url}/v1/models", timeout=10).json()[0]["engine"] == "onnxruntime"
