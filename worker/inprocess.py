@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import (
     DeadlineExceeded,
     NotReady,
@@ -40,6 +41,7 @@ class InProcessBroker:
         self._runner: BatchRunner | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._reserved = 0  # places set aside for requests still decoding
 
     async def start(self) -> None:
         # Building, loading and warming take seconds of CPU: keep the loop responsive.
@@ -84,7 +86,23 @@ class InProcessBroker:
     def models(self) -> Mapping[str, ModelInfo]:
         return {self._model.manifest.name: self._model.info} if self._model else {}
 
-    async def submit(self, job: Job) -> Result:
+    async def reserve(self, model: str, count: int) -> Reservation:
+        if not self.ready():
+            raise self.not_ready_error()
+        if model not in self.models():
+            raise UnknownModel(f"model {model!r} is not served here")
+        if self._queue.qsize() + self._reserved + count > self.settings.max_queue:
+            raise QueueFull("the inference queue is full", retry_after_s=self.retry_after_s())
+        self._reserved += count
+        return Reservation(model, [str(i) for i in range(count)])
+
+    async def release(self, reservation: Reservation) -> None:
+        self._reserved -= len(reservation.slots)
+        reservation.slots.clear()
+
+    async def submit(self, job: Job, slot: str | None = None) -> Result:
+        if slot is not None:
+            self._reserved -= 1  # the place becomes the job's, whatever happens next
         if not self.ready():
             raise self.not_ready_error()
         if job.model not in self.models():
@@ -92,7 +110,10 @@ class InProcessBroker:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiters[job.job_id] = future
         try:
+            full = self._queue.qsize() + self._reserved >= self.settings.max_queue
             try:
+                if full and slot is None:
+                    raise asyncio.QueueFull
                 self._queue.put_nowait(job)
             except asyncio.QueueFull:
                 raise QueueFull(

@@ -20,6 +20,7 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from resnet_serve.api.broker.redis_broker import RedisBroker
+from resnet_serve.api.budget import build_budgets
 from resnet_serve.api.bulk.processing import BulkRunner
 from resnet_serve.api.bulk.queue import FUNCTION, dumps, loads
 from resnet_serve.api.bulk.store import BulkStore
@@ -54,7 +55,13 @@ def build_worker(settings: Settings) -> Worker:
     store = BulkStore(settings)
     metrics = Metrics()
     broker = RedisBroker(settings, metrics)
-    pool = DecodePool(settings.decode_threads, settings.bulk_concurrency, metrics)
+    # The same decoding budget as a gateway's (sized from this process's own limit).
+    pool = DecodePool(
+        settings.decode_threads,
+        settings.bulk_concurrency,
+        metrics,
+        build_budgets(settings).decoding,
+    )
 
     async def startup(ctx: dict[str, Any]) -> None:
         await broker.start()

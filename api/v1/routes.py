@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from resnet_serve.api.v1.classifier import Classifier
 from resnet_serve.api.v1.schemas import ERROR_RESPONSES, BatchResponse, ClassifyResponse
-from resnet_serve.api.v1.uploads import read_uploads
+from resnet_serve.api.v1.uploads import body_limits, read_uploads
 
 router = APIRouter(prefix="/v1", tags=["classify"])
 
@@ -47,14 +47,19 @@ async def classify(request: Request, top_k: TopK = 3, model: ModelName = None) -
     classifier = _classifier(request)
     info = classifier.model(model)
     settings = classifier.settings
-    (upload,) = await read_uploads(
-        request,
-        max_files=1,
-        max_file_bytes=settings.max_upload_bytes,
-        max_request_bytes=settings.max_upload_bytes + 64 * 1024,
-    )
     state = request.scope["state"]
-    return await classifier.classify(upload, info, top_k, state["request_id"], state["received_at"])
+    # Admission first: a full queue answers 503 before the body is read or decoded.
+    async with classifier.places(info.name, 1) as place, body_limits(request) as limits:
+        (upload,) = await read_uploads(
+            request,
+            max_files=1,
+            max_file_bytes=settings.max_upload_bytes,
+            max_request_bytes=settings.max_upload_bytes + 64 * 1024,
+            limits=limits,
+        )
+        return await classifier.classify(
+            upload, info, top_k, state["request_id"], state["received_at"], place
+        )
 
 
 @router.post(
@@ -71,14 +76,16 @@ async def classify_batch(
     classifier = _classifier(request)
     info = classifier.model(model)
     settings = classifier.settings
-    uploads = await read_uploads(
-        request,
-        max_files=settings.max_files_per_request,
-        max_file_bytes=settings.max_upload_bytes,
-        max_request_bytes=settings.max_request_bytes,
-    )
-    state = request.scope["state"]
-    items = await classifier.classify_many(
-        uploads, info, top_k, state["request_id"], state["received_at"]
-    )
+    async with body_limits(request) as limits:
+        uploads = await read_uploads(
+            request,
+            max_files=settings.max_files_per_request,
+            max_file_bytes=settings.max_upload_bytes,
+            max_request_bytes=settings.max_request_bytes,
+            limits=limits,
+        )
+        state = request.scope["state"]
+        items = await classifier.classify_many(
+            uploads, info, top_k, state["request_id"], state["received_at"]
+        )
     return BatchResponse(request_id=state["request_id"], results=items)
