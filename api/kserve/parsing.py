@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from resnet_serve.api.kserve.schemas import InferenceRequest
 from resnet_serve.api.kserve.tensors import Converted, convert_json_data
-from resnet_serve.shared.errors import InvalidTensor, PayloadTooLarge
+from resnet_serve.shared.errors import InvalidTensor, PayloadTooLarge, QueueFull
 
 INLINE_HEADER_BYTES = 256 * 1024
 # Peak bytes held while parsing and converting, per header byte (measured: a nested
@@ -99,7 +100,13 @@ class HeaderParser:
         if len(header) <= INLINE_HEADER_BYTES:
             return parse(header, limits)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor(), _parse_and_trim, header, limits)
+        try:
+            return await loop.run_in_executor(self._executor(), _parse_and_trim, header, limits)
+        except BrokenProcessPool:
+            # A parser process died (killed for memory?): a fresh pool for the next one.
+            self.close()
+            self._pool = None
+            raise QueueFull("the request parser restarted; try again", retry_after_s=1) from None
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:

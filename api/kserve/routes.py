@@ -17,8 +17,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
+from resnet_serve.api.error_handlers import client_closed
 from resnet_serve.api.kserve import inference
 from resnet_serve.api.kserve.codec import BinaryData, decompress, encode_response, split
 from resnet_serve.api.kserve.parsing import (
@@ -82,6 +84,8 @@ class KServeRoute(APIRoute):
                 return error_response(request, exc.status, exc.code, exc.message, exc.headers())
             except RequestValidationError as exc:
                 return error_response(request, 400, "invalid_tensor", _validation_message(exc))
+            except ClientDisconnect as exc:
+                return await client_closed(request, exc)
             except Exception:
                 log.exception("unhandled error")
                 return error_response(request, 500, "internal_error", "internal server error")

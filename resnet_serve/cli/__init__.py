@@ -104,10 +104,13 @@ def serve(
 def _run_gateway(settings: Settings, broker_kind: str) -> None:
     import uvicorn
 
+    from resnet_serve.api import malloc
     from resnet_serve.api.app import create_app
+    from resnet_serve.api.http_limits import server_options
     from resnet_serve.shared.broker import Broker
     from resnet_serve.shared.metrics import Metrics
 
+    malloc.tune_allocator()  # so RSS comes back after a burst of large decodes
     metrics = Metrics()
     broker: Broker
     if broker_kind == "redis":
@@ -126,6 +129,7 @@ def _run_gateway(settings: Settings, broker_kind: str) -> None:
         access_log=False,
         # Draining: in-flight requests get up to their whole deadline to finish.
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
+        **server_options(settings),
     )
 
 
@@ -197,10 +201,12 @@ def jobs_worker(
     settings = _settings(redis_url=redis_url, worker_id=worker_id)
     import asyncio
 
+    from resnet_serve.api import malloc
     from resnet_serve.api.bulk.jobs_worker import healthy, serve_jobs_worker
 
     if check:
         raise typer.Exit(0 if asyncio.run(healthy(settings)) else 1)
+    malloc.tune_allocator()
     asyncio.run(serve_jobs_worker(settings))
 
 
