@@ -90,10 +90,17 @@ def working_set_bytes(image: Image.Image) -> int:
     per_pixel = _PEAK_BYTES_PER_PIXEL.get(image.mode, _DEFAULT_PEAK_BYTES_PER_PIXEL)
     if image.mode == "P" and "transparency" in image.info:
         per_pixel = _PEAK_BYTES_PER_PIXEL["RGBA"]
-    orientation = image.getexif().get(_ORIENTATION, 1) if hasattr(image, "getexif") else 1
-    if orientation not in (None, 1):
+    if _rotated(image):
         per_pixel += 4  # exif_transpose makes one more full copy
     return width * height * per_pixel + _FIXED_BYTES
+
+
+def _rotated(image: Image.Image) -> bool:
+    """Whether EXIF asks for a rotation, from what the header already told: Pillow's
+    `getexif` on a PNG decodes every pixel looking for a late eXIf chunk."""
+    if image.format not in ("JPEG", "MPO", "TIFF", "WEBP") and "exif" not in image.info:
+        return False
+    return image.getexif().get(_ORIENTATION, 1) not in (None, 1)
 
 
 def finish(image: Image.Image, config: PreprocessConfig) -> np.ndarray:

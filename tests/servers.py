@@ -68,6 +68,7 @@ def run_server(
     *args: str,
     ready_timeout_s: float = 120,
     command_name: str = "serve",
+    extra_env: dict[str, str] | None = None,
     **settings: str,
 ) -> Iterator[Server]:
     """`resnet-serve serve` (or `api` with command_name="api"), ready to answer."""
@@ -75,9 +76,8 @@ def run_server(
     log_path = log_dir / f"{command_name}-{port}.log"
     command = [sys.executable, "-m", "resnet_serve", command_name, "--port", str(port), *args]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, env=server_env(home, **settings), stdout=log, stderr=subprocess.STDOUT
-        )
+        env = server_env(home, **settings) | (extra_env or {})
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
         _wait_ready(server, ready_timeout_s)
