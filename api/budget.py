@@ -25,9 +25,10 @@ from resnet_serve.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Of the container's limit, what this process may reach at its peak (the rest is slack
-# for the allocator, Python objects per request and what the budgets do not see).
-CEILING_FRACTION = 0.6
+# Of the container's limit, what baseline plus budgets may reach (the rest, to the 60%
+# peak target and beyond, is slack for the allocator, Python objects per request, the
+# KServe parser process and what the budgets do not see).
+CEILING_FRACTION = 0.5
 # Without a cgroup limit (a developer's machine): the total budget.
 UNLIMITED_TOTAL_BYTES = 1024 * 1024 * 1024
 BODY_SHARE = 0.4  # of the total: request bodies; the rest: decoding
@@ -195,10 +196,16 @@ def total_budget_bytes(settings: Settings) -> tuple[int, str]:
     return total, f"cgroup memory.max {limit} x {CEILING_FRACTION} - baseline RSS {baseline}"
 
 
-def build_budgets(settings: Settings) -> Budgets:
+def build_budgets(
+    settings: Settings, body_share: float = BODY_SHARE, wait_s: float | None = None
+) -> Budgets:
+    """The process's budgets; a process that takes no request bodies (the jobs-worker)
+    gives decoding the whole total with `body_share=0`, and one with no client waiting
+    may wait longer than `budget_wait_ms` for its turn."""
     total, source = total_budget_bytes(settings)
-    wait_s = settings.budget_wait_ms / 1000
-    bodies = ByteBudget("request body", int(total * BODY_SHARE), wait_s)
+    if wait_s is None:
+        wait_s = settings.budget_wait_ms / 1000
+    bodies = ByteBudget("request body", int(total * body_share), wait_s)
     decoding = ByteBudget("decode", total - bodies.capacity, wait_s)
     log.info(
         "memory budgets: %d MiB for request bodies, %d MiB for decoding (%s)",

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     memory_budget_bytes: int = Field(
         0,
         ge=0,
-        description="Bytes of request bodies and decoding in flight together; 0: 60% of "
+        description="Bytes of request bodies and decoding in flight together; 0: 50% of "
         "the cgroup's memory.max minus the process's baseline (1 GiB without a limit)",
     )
     budget_wait_ms: float = Field(

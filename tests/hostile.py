@@ -3,6 +3,7 @@ cheap to build, expensive to take in."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import struct
@@ -118,10 +119,8 @@ def rss_bytes(pid: int) -> int:
 def reset_peak(pid: int) -> None:
     """Start the processes' high-water marks (VmHWM) afresh from their RSS now."""
     for p in process_tree(pid):
-        try:
+        with contextlib.suppress(OSError):
             Path(f"/proc/{p}/clear_refs").write_text("5")
-        except OSError:
-            pass
 
 
 def peak_rss_bytes(pid: int) -> int:

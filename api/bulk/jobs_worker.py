@@ -55,13 +55,10 @@ def build_worker(settings: Settings) -> Worker:
     store = BulkStore(settings)
     metrics = Metrics()
     broker = RedisBroker(settings, metrics)
-    # The same decoding budget as a gateway's (sized from this process's own limit).
-    pool = DecodePool(
-        settings.decode_threads,
-        settings.bulk_concurrency,
-        metrics,
-        build_budgets(settings).decoding,
-    )
+    # A decoding budget as a gateway's, sized from this process's own limit; no client
+    # waits on a bulk image, so it waits for its turn (bounded by the job's timeout).
+    budgets = build_budgets(settings, body_share=0, wait_s=settings.bulk_job_timeout_s)
+    pool = DecodePool(settings.decode_threads, settings.bulk_concurrency, metrics, budgets.decoding)
 
     async def startup(ctx: dict[str, Any]) -> None:
         await broker.start()

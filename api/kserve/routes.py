@@ -23,11 +23,7 @@ from starlette.routing import Match
 from resnet_serve.api.error_handlers import client_closed
 from resnet_serve.api.kserve import inference
 from resnet_serve.api.kserve.codec import BinaryData, decompress, encode_response, split
-from resnet_serve.api.kserve.parsing import (
-    PARSE_BYTES_PER_HEADER_BYTE,
-    ParseLimits,
-    check_elements,
-)
+from resnet_serve.api.kserve.parsing import ParseLimits, check_elements
 from resnet_serve.api.kserve.schemas import (
     ERRORS,
     HEADER_LENGTH,
@@ -201,10 +197,11 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
     settings = classifier.settings
     limits = ParseLimits(info.input_size, settings.max_files_per_request, settings.max_upload_bytes)
     async with body_limits(request) as body_budget:
-        header, binary = await _read(request, settings.max_request_bytes, body_budget, limits)
+        header, binary, parse_cost = await _read(
+            request, settings.max_request_bytes, body_budget, limits
+        )
         # What parsing and converting will hold, reserved first (413 if it never fits).
-        held = body_budget.grant.held + len(header) * PARSE_BYTES_PER_HEADER_BYTE
-        await body_budget.grant.grow_to(held)
+        await body_budget.grant.grow_to(body_budget.grant.held + parse_cost)
         parsed = await request.app.state.kserve_parser.parse(header, limits)
         del header
         state = request.scope["state"]
@@ -225,9 +222,10 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
 
 async def _read(
     request: Request, limit: int, body_budget: BodyLimits, limits: ParseLimits
-) -> tuple[bytes, memoryview]:
-    """(JSON header, binary data): the body read within its limits, inflated and its
-    header's elements counted in a thread (zlib lets go of the GIL)."""
+) -> tuple[bytes, memoryview, int]:
+    """(JSON header, binary data, bytes parsing will hold): the body read within its
+    limits, inflated and its header's elements counted in a thread (zlib lets go of the
+    GIL)."""
     body = await read_body(request, limit, body_budget)
     encoding = request.headers.get("content-encoding")
     if encoding and encoding.strip().lower() != "identity":
@@ -235,8 +233,8 @@ async def _read(
         await body_budget.grant.grow_to(body_budget.grant.held + limit)
         body = await asyncio.to_thread(decompress, body, encoding, limit)
     header, binary = split(body, request.headers.get(HEADER_LENGTH))
-    await asyncio.to_thread(check_elements, header, limits)
-    return bytes(header), binary
+    parse_cost = await asyncio.to_thread(check_elements, header, limits)
+    return bytes(header), binary, parse_cost
 
 
 _INFER: dict[str, Any] = {
