@@ -22,7 +22,7 @@ from starlette.routing import Match
 
 from resnet_serve.api.error_handlers import client_closed
 from resnet_serve.api.kserve import inference
-from resnet_serve.api.kserve.codec import BinaryData, decompress, encode_response, split
+from resnet_serve.api.kserve.codec import BinaryData, encode_response, inflate, split
 from resnet_serve.api.kserve.parsing import ParseLimits, check_elements
 from resnet_serve.api.kserve.schemas import (
     ERRORS,
@@ -228,10 +228,8 @@ async def _read(
     GIL)."""
     body = await read_body(request, limit, body_budget)
     encoding = request.headers.get("content-encoding")
-    if encoding and encoding.strip().lower() != "identity":
-        # The inflated body is held beside the compressed one.
-        await body_budget.grant.grow_to(body_budget.grant.held + limit)
-        body = await asyncio.to_thread(decompress, body, encoding, limit)
+    # The inflated body is held beside the compressed one (the join: twice, briefly).
+    body = await inflate(body, encoding, limit, limits.max_elements, body_budget.grant)
     header, binary = split(body, request.headers.get(HEADER_LENGTH))
     parse_cost = await asyncio.to_thread(check_elements, header, limits)
     return bytes(header), binary, parse_cost
