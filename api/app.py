@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from resnet_serve.api import health
+from resnet_serve.api.admission_gate import AdmissionGate
 from resnet_serve.api.auth import ApiKeyAuth, load_api_keys
 from resnet_serve.api.broker.redis_broker import RedisBroker
 from resnet_serve.api.budget import build_budgets
@@ -89,6 +90,7 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
     app.include_router(kserve_routes.router)
     app.include_router(page.router)
     install_error_handlers(app)
+    app.add_middleware(AdmissionGate, broker=broker, metrics=metrics)
     keys = load_api_keys(settings)
     if keys:
         exempt = [path.strip() for path in settings.auth_exempt_paths.split(",") if path.strip()]

@@ -39,6 +39,10 @@ class Broker(Protocol):
     def models(self) -> Mapping[str, ModelInfo]:
         """The models this broker can serve, by name."""
 
+    def saturated(self) -> bool:
+        """True when it is already known that no request could be admitted now (the
+        default model's queue is full); False when unsure."""
+
     async def reserve(self, model: str, count: int) -> Reservation:
         """Set aside `count` queue places, or raise QueueFull (503) at once."""
 

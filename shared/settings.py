@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     budget_wait_ms: float = Field(
         250.0, ge=0, description="How long a request waits for budget before a 503"
     )
+    loop_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Standalone serve: how much lower the event loop's CPU priority is "
+        "than inference's, so a flood of refused requests cannot starve admitted ones",
+    )
     kserve_parse_processes: int = Field(
         1, ge=1, description="Processes that parse large KServe v2 JSON bodies off the loop"
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -23,6 +25,22 @@ from resnet_serve.worker.model.loading import LoadedModel, load_model
 from resnet_serve.worker.runner import BatchRunner
 
 log = logging.getLogger(__name__)
+
+
+def lower_loop_priority(nice: int) -> None:
+    """Make this thread (the event loop) yield the CPU to the engine's threads: under
+    overload the loop spends itself refusing requests, and on a shared core that CPU
+    would come out of inference, the work already admitted. Threads started before this
+    (the engine's, the decode pool's) keep their priority; ones the loop starts later
+    inherit the lower one."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    thread = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(current + nice, 19))
+    except OSError as exc:
+        log.warning("could not lower the event loop's priority: %r", exc)
 
 
 class InProcessBroker:
@@ -53,7 +71,12 @@ class InProcessBroker:
             max_batch=self.settings.max_batch,
             max_batch_wait_ms=self.settings.max_batch_wait_ms,
             metrics=self.metrics,
+            # The gateway shares this process's event loop: keep a batch ready for the
+            # engine so a flood of refusals on the loop cannot starve it.
+            pipeline_depth=2,
         )
+        self._runner.start_thread()
+        lower_loop_priority(self.settings.loop_nice)
         name = self._model.manifest.name
         self.metrics.queue_depth.labels(name).set_function(self._queue.qsize)
         self.metrics.max_batch.labels(name).set(self.settings.max_batch)
@@ -85,6 +108,9 @@ class InProcessBroker:
 
     def models(self) -> Mapping[str, ModelInfo]:
         return {self._model.manifest.name: self._model.info} if self._model else {}
+
+    def saturated(self) -> bool:
+        return self._queue.qsize() + self._reserved >= self.settings.max_queue
 
     async def reserve(self, model: str, count: int) -> Reservation:
         if not self.ready():

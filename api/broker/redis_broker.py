@@ -109,6 +109,9 @@ class RedisBroker:
     def models(self) -> Mapping[str, ModelInfo]:
         return self.monitor.models
 
+    def saturated(self) -> bool:
+        return False  # only the reservation script knows, across gateways
+
     async def reserve(self, model: str, count: int) -> Reservation:
         if not self.ready():
             raise self.not_ready_error()

@@ -43,6 +43,11 @@ class DecodePool:
         self._metrics = metrics
         self.budget = budget
         self._trimmed_at = 0.0
+        # Started now, so they keep the priority of the thread building the pool (the
+        # standalone server lowers its event loop's priority later).
+        for _ in range(threads):
+            self._executor.submit(time.sleep, 0.01)
+        self._headers.submit(time.sleep, 0)
 
     async def preprocess(self, data: bytes, config: PreprocessConfig) -> tuple[np.ndarray, float]:
         """The model-ready uint8 crop and the seconds spent decoding it."""

@@ -48,8 +48,10 @@ async def classify(request: Request, top_k: TopK = 3, model: ModelName = None) -
     info = classifier.model(model)
     settings = classifier.settings
     state = request.scope["state"]
-    # Admission first: a full queue answers 503 before the body is read or decoded.
-    async with classifier.places(info.name, 1) as place, body_limits(request) as limits:
+    async with body_limits(request) as limits:
+        # The body is read first: its bytes arrive and are parsed by the HTTP server
+        # whether or not they are used, and a queue place is then held only while the
+        # image decodes, never while a slow client sends it.
         (upload,) = await read_uploads(
             request,
             max_files=1,
@@ -58,7 +60,7 @@ async def classify(request: Request, top_k: TopK = 3, model: ModelName = None) -
             limits=limits,
         )
         return await classifier.classify(
-            upload, info, top_k, state["request_id"], state["received_at"], place
+            upload, info, top_k, state["request_id"], state["received_at"]
         )
 
 
