@@ -330,8 +330,8 @@ def metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def overload(home: Path, logs: Path, duration_s: int) -> None:
-    print("\n### Overload, standalone `serve` (max_queue 32), wrk as the client\n")
+def overload(home: Path, logs: Path, duration_s: int, loop_nice: int) -> None:
+    print(f"\n### Overload, standalone `serve` (max_queue 32, loop_nice {loop_nice}), wrk\n")
     work = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
     image = work / "photo.jpg"
     image.write_bytes(jpeg("chelsea"))
@@ -344,7 +344,14 @@ def overload(home: Path, logs: Path, duration_s: int) -> None:
     print("|---|---|---|---|---|---|---|")
     goodput: dict[str, float] = {}
     with run_server(
-        home, logs, "--weights", "random", max_queue="32", response_cache_entries="0", **ENGINE
+        home,
+        logs,
+        "--weights",
+        "random",
+        max_queue="32",
+        response_cache_entries="0",
+        loop_nice=str(loop_nice),
+        **ENGINE,
     ) as server:
         httpx.post(
             f"{server.url}/v1/classify",
@@ -432,6 +439,7 @@ def main() -> None:
     parser.add_argument("--duration-s", type=int, default=20, help="each wrk phase")
     parser.add_argument("--skip-distributed", action="store_true")
     parser.add_argument("--skip-overload", action="store_true")
+    parser.add_argument("--loop-nice", type=int, default=0, help="standalone loop_nice")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="bench-hostile-logs-"))
     home = Path(os.environ.get("BENCH_HOME", logs / "home"))
@@ -454,7 +462,7 @@ def main() -> None:
     if not args.skip_distributed:
         distributed(home, logs)
     if not args.skip_overload:
-        overload(home, logs, args.duration_s)
+        overload(home, logs, args.duration_s, args.loop_nice)
 
 
 if __name__ == "__main__":

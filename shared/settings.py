@@ -70,11 +70,11 @@ class Settings(BaseSettings):
         250.0, ge=0, description="How long a request waits for budget before a 503"
     )
     loop_nice: int = Field(
-        10,
+        0,
         ge=0,
         le=19,
         description="Standalone serve: how much lower the event loop's CPU priority is "
-        "than inference's, so a flood of refused requests cannot starve admitted ones",
+        "than inference's (0: the same), so refusals cannot take inference's CPU",
     )
     kserve_parse_processes: int = Field(
         1, ge=1, description="Processes that parse large KServe v2 JSON bodies off the loop"
