@@ -209,7 +209,7 @@ def bulk_zip(url: str, data: bytes) -> str:
             for item in job["results"]:
                 code = (item.get("error") or {}).get("code", "ok")
                 codes[code] = codes.get(code, 0) + 1
-            return f"{len(data) / MIB:.1f} MB zip, job {job['status']}: " + ", ".join(
+            return f"{len(data) / 1024:.0f} KiB zip, job {job['status']}: " + ", ".join(
                 f"{n} {code}" for code, n in sorted(codes.items())
             )
         time.sleep(0.5)
