@@ -10,12 +10,15 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from resnet_serve.api import health
+from resnet_serve.api.admission_gate import AdmissionGate
 from resnet_serve.api.auth import ApiKeyAuth, load_api_keys
 from resnet_serve.api.broker.redis_broker import RedisBroker
+from resnet_serve.api.budget import build_budgets
 from resnet_serve.api.bulk import routes as bulk_routes
 from resnet_serve.api.bulk.store import BulkStore
 from resnet_serve.api.error_handlers import install_error_handlers
 from resnet_serve.api.kserve import routes as kserve_routes
+from resnet_serve.api.kserve.parsing import HeaderParser
 from resnet_serve.api.middleware import RequestContext
 from resnet_serve.api.v1 import routes as v1_routes
 from resnet_serve.api.v1.cache import ResponseCache
@@ -55,6 +58,7 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
             if bulk_store is not None:
                 await bulk_store.close()
             pool.close()
+            kserve_parser.close()
 
     app = FastAPI(
         title="resnet-serve",
@@ -64,7 +68,11 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
         docs_url=None,  # served by api/web/docs.py from local assets
         redoc_url=None,
     )
-    pool = DecodePool(settings.decode_threads, settings.max_queue, metrics)
+    budgets = build_budgets(settings)
+    pool = DecodePool(settings.decode_threads, settings.max_queue, metrics, budgets.decoding)
+    app.state.budgets = budgets
+    kserve_parser = HeaderParser(settings.kserve_parse_processes)
+    app.state.kserve_parser = kserve_parser
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.startup_failure = None
@@ -82,6 +90,7 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
     app.include_router(kserve_routes.router)
     app.include_router(page.router)
     install_error_handlers(app)
+    app.add_middleware(AdmissionGate, broker=broker, metrics=metrics)
     keys = load_api_keys(settings)
     if keys:
         exempt = [path.strip() for path in settings.auth_exempt_paths.split(",") if path.strip()]

@@ -6,8 +6,9 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from resnet_serve.shared.errors import ServeError, error_body
 from resnet_serve.shared.logs import request_id_var
@@ -15,6 +16,11 @@ from resnet_serve.shared.logs import request_id_var
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+# nginx's status for "the client closed the connection before the response": counted
+# as its own outcome (requests_total{status="499"}, errors_total{code="client_closed"}),
+# never as a server error.
+CLIENT_CLOSED_STATUS = 499
+CLIENT_CLOSED = "client_closed"
 
 
 def _json(
@@ -50,6 +56,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return _json(request, exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
+async def client_closed(request: Request, exc: Exception) -> Response:
+    """The client hung up mid-request: one line, no traceback, no 500."""
+    request.app.state.metrics.errors.labels(CLIENT_CLOSED).inc()
+    log.info(
+        "%s: the client closed the connection during %s %s",
+        CLIENT_CLOSED,
+        request.method,
+        request.url.path,
+    )
+    return Response(status_code=CLIENT_CLOSED_STATUS)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return _json(request, 500, "internal_error", "internal server error")
@@ -57,6 +75,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServeError, _serve_error)
+    app.add_exception_handler(ClientDisconnect, client_closed)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from resnet_serve.shared.errors import ServeError
 from resnet_serve.shared.jobs import Job, ModelInfo, Result
+
+
+@dataclass(slots=True)
+class Reservation:
+    """Queue places set aside for one request's jobs before its images are decoded:
+    admission is decided first, so a refused request costs no decode."""
+
+    model: str
+    slots: list[str] = field(default_factory=list)
+
+    def take(self) -> str | None:
+        """One place, for one job; None when all are used."""
+        return self.slots.pop() if self.slots else None
 
 
 class Broker(Protocol):
@@ -25,5 +39,16 @@ class Broker(Protocol):
     def models(self) -> Mapping[str, ModelInfo]:
         """The models this broker can serve, by name."""
 
-    async def submit(self, job: Job) -> Result:
-        """Run one job; raises a `resnet_serve.shared.errors.ServeError` on rejection or failure."""
+    def saturated(self) -> bool:
+        """True when it is already known that no request could be admitted now (the
+        default model's queue is full); False when unsure."""
+
+    async def reserve(self, model: str, count: int) -> Reservation:
+        """Set aside `count` queue places, or raise QueueFull (503) at once."""
+
+    async def release(self, reservation: Reservation) -> None:
+        """Give back the places a reservation did not use."""
+
+    async def submit(self, job: Job, slot: str | None = None) -> Result:
+        """Run one job (in a reserved place when `slot` is given); raises a
+        `resnet_serve.shared.errors.ServeError` on rejection or failure."""

@@ -61,6 +61,12 @@ class TooManyFiles(ServeError):
     status, code = 413, "too_many_files"
 
 
+class RequestTimeout(ServeError):
+    """The request body did not arrive within body_timeout_s."""
+
+    status, code = 408, "request_timeout"
+
+
 class UnknownModel(ServeError):
     status, code = 404, "unknown_model"
 

@@ -29,6 +29,12 @@ class Keys:
         """Stream of jobs for one model; acknowledged entries are deleted at once."""
         return f"{self.namespace}:jobs:{model}"
 
+    def admission_slots(self, model: str) -> str:
+        """Sorted set: queue places gateways set aside for requests still decoding,
+        member -> expiry (ms); expired members are dropped by the next reservation and
+        the key has the longest member's TTL."""
+        return f"{self.namespace}:slots:{model}"
+
     def dead_letters(self, model: str) -> str:
         """Stream of jobs that failed `max_deliveries` times (headers and reason only)."""
         return f"{self.namespace}:dead:{model}"

@@ -59,6 +59,42 @@ class Settings(BaseSettings):
     jpeg_draft: bool = True
     response_cache_entries: int = Field(1024, ge=0, description="0 turns the cache off")
 
+    # Memory budgets (api/budget.py): bodies and decoding in flight, per process
+    memory_budget_bytes: int = Field(
+        0,
+        ge=0,
+        description="Bytes of request bodies and decoding in flight together; 0: 50% of "
+        "the cgroup's memory.max minus the process's baseline (1 GiB without a limit)",
+    )
+    budget_wait_ms: float = Field(
+        250.0, ge=0, description="How long a request waits for budget before a 503"
+    )
+    loop_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="Standalone serve: how much lower the event loop's CPU priority is "
+        "than inference's (0: the same), so refusals cannot take inference's CPU",
+    )
+    kserve_parse_processes: int = Field(
+        1, ge=1, description="Processes that parse large KServe v2 JSON bodies off the loop"
+    )
+
+    # HTTP server limits (api/http_limits.py)
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Request line and headers together; beyond: 431"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A request's headers must arrive within this"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="A request's body must arrive within this; beyond: 408"
+    )
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="Idle keep-alive connections")
+    max_connections: int = Field(
+        2048, ge=1, description="Open connections; beyond, new ones are closed at once"
+    )
+
     # Distributed mode (`api` + `worker` joined by Redis)
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"),

@@ -104,17 +104,20 @@ def run_server(
     command_name: str = "serve",
     env: Mapping[str, str] | None = None,
     poll_s: float = 0.2,
+    extra_env: Mapping[str, str] | None = None,
     **settings: str,
 ) -> Iterator[Server]:
     """`resnet-serve serve` (or `api` with command_name="api"), ready to answer.
 
-    `env` replaces the whole environment (`server_env(home, **settings)` otherwise);
+    `env` replaces the whole environment (`server_env(home, **settings)` otherwise),
+    `extra_env` adds to it (variables that are not settings, e.g. MALLOC_ARENA_MAX);
     `poll_s` is the /readyz polling interval, so the resolution of `Server.ready_s`."""
     port = free_port()
     log_path = log_dir / f"{command_name}-{port}.log"
     command = resnet_serve(command_name, "--port", str(port), *args)
     start = time.perf_counter()
-    process = launch(command, server_env(home, **settings) if env is None else env, log_path)
+    full_env = {**(server_env(home, **settings) if env is None else env), **(extra_env or {})}
+    process = launch(command, full_env, log_path)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
         _wait_ready(server, ready_timeout_s, poll_s)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 
+from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import (
     DeadlineExceeded,
     NotReady,
@@ -22,6 +25,22 @@ from resnet_serve.worker.model.loading import LoadedModel, load_model
 from resnet_serve.worker.runner import BatchRunner
 
 log = logging.getLogger(__name__)
+
+
+def lower_loop_priority(nice: int) -> None:
+    """Make this thread (the event loop) yield the CPU to the engine's threads: under
+    overload the loop spends itself refusing requests, and on a shared core that CPU
+    would come out of inference, the work already admitted. Threads started before this
+    (the engine's, the decode pool's) keep their priority; ones the loop starts later
+    inherit the lower one."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    thread = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(current + nice, 19))
+    except OSError as exc:
+        log.warning("could not lower the event loop's priority: %r", exc)
 
 
 class InProcessBroker:
@@ -40,6 +59,7 @@ class InProcessBroker:
         self._runner: BatchRunner | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._reserved = 0  # places set aside for requests still decoding
 
     async def start(self) -> None:
         # Building, loading and warming take seconds of CPU: keep the loop responsive.
@@ -51,7 +71,12 @@ class InProcessBroker:
             max_batch=self.settings.max_batch,
             max_batch_wait_ms=self.settings.max_batch_wait_ms,
             metrics=self.metrics,
+            # The gateway shares this process's event loop: keep a batch ready for the
+            # engine so a flood of refusals on the loop cannot starve it.
+            pipeline_depth=2,
         )
+        self._runner.start_thread()
+        lower_loop_priority(self.settings.loop_nice)
         name = self._model.manifest.name
         self.metrics.queue_depth.labels(name).set_function(self._queue.qsize)
         self.metrics.max_batch.labels(name).set(self.settings.max_batch)
@@ -84,7 +109,26 @@ class InProcessBroker:
     def models(self) -> Mapping[str, ModelInfo]:
         return {self._model.manifest.name: self._model.info} if self._model else {}
 
-    async def submit(self, job: Job) -> Result:
+    def saturated(self) -> bool:
+        return self._queue.qsize() + self._reserved >= self.settings.max_queue
+
+    async def reserve(self, model: str, count: int) -> Reservation:
+        if not self.ready():
+            raise self.not_ready_error()
+        if model not in self.models():
+            raise UnknownModel(f"model {model!r} is not served here")
+        if self._queue.qsize() + self._reserved + count > self.settings.max_queue:
+            raise QueueFull("the inference queue is full", retry_after_s=self.retry_after_s())
+        self._reserved += count
+        return Reservation(model, [str(i) for i in range(count)])
+
+    async def release(self, reservation: Reservation) -> None:
+        self._reserved -= len(reservation.slots)
+        reservation.slots.clear()
+
+    async def submit(self, job: Job, slot: str | None = None) -> Result:
+        if slot is not None:
+            self._reserved -= 1  # the place becomes the job's, whatever happens next
         if not self.ready():
             raise self.not_ready_error()
         if job.model not in self.models():
@@ -92,7 +136,10 @@ class InProcessBroker:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiters[job.job_id] = future
         try:
+            full = self._queue.qsize() + self._reserved >= self.settings.max_queue
             try:
+                if full and slot is None:
+                    raise asyncio.QueueFull
                 self._queue.put_nowait(job)
             except asyncio.QueueFull:
                 raise QueueFull(

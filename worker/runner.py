@@ -8,6 +8,7 @@ so the Redis worker publishes and acknowledges them in one round trip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,6 +45,7 @@ class BatchRunner:
         max_batch: int,
         max_batch_wait_ms: float,
         metrics: Metrics,
+        pipeline_depth: int = 1,
     ) -> None:
         self.model = model
         self.queue = queue
@@ -54,19 +56,46 @@ class BatchRunner:
         metrics.start_model(model.manifest.name)
         self.images_per_s = 0.0  # smoothed drain rate, for Retry-After
         self.busy = False  # between taking a batch and delivering its outcomes
+        # Batches taken at once. Above 1, the next batch waits in the engine's thread
+        # while this one runs, so the engine does not idle while the event loop is busy
+        # (a gateway refusing a flood of requests in the same process): the engine thread
+        # goes from batch to batch without a round trip through the loop.
+        self.pipeline_depth = pipeline_depth
+        self._active = 0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
 
+    def start_thread(self) -> None:
+        """Start the engine's thread now (a thread inherits its creator's priority)."""
+        self._executor.submit(lambda: None).result()
+
     async def run(self) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
         try:
             while True:
                 batch = await next_batch(self.queue, self.max_batch, self.max_wait_s)
+                self._active += 1
                 self.busy = True
-                try:
-                    await self.deliver(await self.run_batch(batch))
-                finally:
-                    self.busy = False
+                task = asyncio.create_task(self._process(batch))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                if len(in_flight) >= self.pipeline_depth:
+                    done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    for finished in done:
+                        finished.result()  # a failed delivery stops the runner, as before
         finally:
+            for task in in_flight:
+                task.cancel()
+            for task in list(in_flight):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self._executor.shutdown(wait=True)
+
+    async def _process(self, batch: list[Job]) -> None:
+        try:
+            await self.deliver(await self.run_batch(batch))
+        finally:
+            self._active -= 1
+            self.busy = self._active > 0
 
     async def run_batch(self, batch: list[Job]) -> list[tuple[Job, Outcome]]:
         now = time.time()

@@ -1,9 +1,13 @@
 """Distributed mode's broker, gateway side: jobs go onto a Redis stream per model, results
 come back on this gateway's own reply list, drained by one background task.
 
-Admission is one atomic script (length check + XADD), so the queue is bounded across any
-number of gateways. Readiness, the models served and Retry-After come from the queue
-monitor (api/broker/queue_monitor.py).
+Admission is decided before a request's images are decoded: a reservation script sets
+aside queue places (members of a sorted set with an expiry, shared by every gateway) and
+refuses when the stream's length plus the places set aside would pass `max_queue`; the
+job is then added into its place (XADD + ZREM, one script). A job without a place is
+admitted only if there is room beside the places set aside. So the queue is bounded
+across any number of gateways and a refused request costs no decode. Readiness, the
+models served and Retry-After come from the queue monitor (api/broker/queue_monitor.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from redis.exceptions import RedisError
 
 from resnet_serve.api.broker.queue_monitor import QueueMonitor
 from resnet_serve.shared import keys as k
+from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import (
     BrokerUnavailable,
     DeadlineExceeded,
@@ -37,9 +42,27 @@ from resnet_serve.shared.wire import MalformedMessage, decode_reply, encode_job
 
 log = logging.getLogger(__name__)
 
-# Refuse when the stream already holds `max_queue` unacknowledged jobs; otherwise add.
-ADMIT = """
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+# KEYS: stream, places. ARGV: max_queue, count, ttl_ms, member prefix. Drops expired
+# places, then sets aside `count` more if the stream and the places leave room.
+RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local count = tonumber(ARGV[2])
+local used = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+if used + count > tonumber(ARGV[1]) then return 0 end
+local ttl = tonumber(ARGV[3])
+for i = 1, count do redis.call('ZADD', KEYS[2], now + ttl, ARGV[4] .. i) end
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+return count
+"""
+# KEYS: stream, places. ARGV: max_queue, header, tensor, place ('' for none). A job in
+# its (unexpired) place is added; any other only if there is room beside the places.
+ADMIT_RESERVED = """
+if ARGV[4] == '' or redis.call('ZREM', KEYS[2], ARGV[4]) == 0 then
+  local used = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+  if used >= tonumber(ARGV[1]) then return false end
+end
 return redis.call('XADD', KEYS[1], '*', 'header', ARGV[2], 'tensor', ARGV[3])
 """
 
@@ -55,7 +78,8 @@ class RedisBroker:
         self.reply_to = self.keys.reply(self.gateway_id)
         self._client = redis_client(settings)
         self._blocking = redis_client(settings, block_s=REPLY_BLOCK_S)
-        self._admit = self._client.register_script(ADMIT)
+        self._admit = self._client.register_script(ADMIT_RESERVED)
+        self._reserve = self._client.register_script(RESERVE)
         self._waiters: dict[str, asyncio.Future[Result]] = {}
         self.monitor = QueueMonitor(settings, metrics, self._client)
         self._closing = False
@@ -85,7 +109,44 @@ class RedisBroker:
     def models(self) -> Mapping[str, ModelInfo]:
         return self.monitor.models
 
-    async def submit(self, job: Job) -> Result:
+    def saturated(self) -> bool:
+        return False  # only the reservation script knows, across gateways
+
+    async def reserve(self, model: str, count: int) -> Reservation:
+        if not self.ready():
+            raise self.not_ready_error()
+        if model not in self.monitor.models:
+            raise UnknownModel(f"model {model!r} is not served here")
+        prefix = f"{self.gateway_id}:{uuid.uuid4().hex[:12]}:"
+        # A place lives as long as the request may (decode included), then lapses.
+        ttl_ms = int(self.settings.request_timeout_s * 1000)
+        try:
+            granted = await self._reserve(
+                keys=[self.keys.jobs(model), self.keys.admission_slots(model)],
+                args=[self.settings.max_queue, count, ttl_ms, prefix],
+            )
+        except RedisError as exc:
+            self.monitor.reachable = False
+            log.warning("could not reserve queue places: %r", exc)
+            raise BrokerUnavailable(
+                "the job queue (Redis) is unreachable", retry_after_s=1
+            ) from None
+        if not granted:
+            raise QueueFull(
+                "the inference queue is full", retry_after_s=self.monitor.retry_after_s(model)
+            )
+        return Reservation(model, [f"{prefix}{i}" for i in range(1, count + 1)])
+
+    async def release(self, reservation: Reservation) -> None:
+        slots, reservation.slots = reservation.slots, []
+        if not slots:
+            return
+        try:
+            await self._client.zrem(self.keys.admission_slots(reservation.model), *slots)
+        except RedisError as exc:  # they lapse on their own (request_timeout_s)
+            log.warning("could not release queue places: %r", exc)
+
+    async def submit(self, job: Job, slot: str | None = None) -> Result:
         if not self.ready():
             raise self.not_ready_error()
         if job.model not in self.monitor.models:
@@ -97,8 +158,13 @@ class RedisBroker:
             fields = encode_job(job, self.reply_to)
             try:
                 entry = await self._admit(
-                    keys=[self.keys.jobs(job.model)],
-                    args=[self.settings.max_queue, fields[b"header"], fields[b"tensor"]],
+                    keys=[self.keys.jobs(job.model), self.keys.admission_slots(job.model)],
+                    args=[
+                        self.settings.max_queue,
+                        fields[b"header"],
+                        fields[b"tensor"],
+                        slot or "",
+                    ],
                 )
             except RedisError as exc:
                 self.monitor.reachable = False

@@ -20,6 +20,7 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from resnet_serve.api.broker.redis_broker import RedisBroker
+from resnet_serve.api.budget import build_budgets
 from resnet_serve.api.bulk.processing import BulkJobProcessor
 from resnet_serve.api.bulk.queue import FUNCTION, dumps, loads
 from resnet_serve.api.bulk.store import BulkStore
@@ -54,7 +55,10 @@ def build_worker(settings: Settings) -> Worker:
     store = BulkStore(settings)
     metrics = Metrics()
     broker = RedisBroker(settings, metrics)
-    pool = DecodePool(settings.decode_threads, settings.bulk_concurrency, metrics)
+    # A decoding budget as a gateway's, sized from this process's own limit; no client
+    # waits on a bulk image, so it waits for its turn (bounded by the job's timeout).
+    budgets = build_budgets(settings, body_share=0, wait_s=settings.bulk_job_timeout_s)
+    pool = DecodePool(settings.decode_threads, settings.bulk_concurrency, metrics, budgets.decoding)
 
     async def startup(ctx: dict[str, Any]) -> None:
         await broker.start()

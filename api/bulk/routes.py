@@ -28,6 +28,7 @@ from resnet_serve.api.bulk.uploads import payload_digest, read_bulk_uploads
 from resnet_serve.api.v1.classifier import Classifier
 from resnet_serve.api.v1.routes import ModelName, TopK
 from resnet_serve.api.v1.schemas import PredictionOut
+from resnet_serve.api.v1.uploads import body_limits
 from resnet_serve.shared.errors import BulkJobsUnavailable, JobNotFound
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -97,11 +98,18 @@ async def submit_job(
     store = _store(request)
     classifier: Classifier = request.app.state.classifier
     info = classifier.model(model)
-    uploads = await read_bulk_uploads(request, store.settings)
-    digest = await asyncio.to_thread(payload_digest, uploads, info.name, top_k)
-    submitted = await admit(
-        store, uploads, model=info.name, top_k=top_k, digest=digest, idempotency_key=idempotency_key
-    )
+    async with body_limits(request) as body:
+        uploads = await read_bulk_uploads(request, store.settings, body)
+        digest = await asyncio.to_thread(payload_digest, uploads, info.name, top_k)
+        submitted = await admit(
+            store,
+            uploads,
+            model=info.name,
+            top_k=top_k,
+            digest=digest,
+            idempotency_key=idempotency_key,
+        )
+        total = len(uploads)
     location = f"/v1/jobs/{submitted.job_id}"
     response.headers["Location"] = location
     status = "queued"
@@ -113,7 +121,7 @@ async def submit_job(
     return JobAccepted(
         job_id=submitted.job_id,
         status=cast(JobStatusName, status),
-        total=len(uploads),
+        total=total,
         location=location,
         replayed=submitted.replayed,
     )

@@ -14,14 +14,21 @@ import hashlib
 from starlette.requests import Request
 
 from resnet_serve.api.bulk.archive import ArchiveLimits, is_zip, read_zip
-from resnet_serve.api.v1.uploads import MULTIPART_OVERHEAD_BYTES, Upload, read_body, read_uploads
+from resnet_serve.api.v1.uploads import (
+    HELD_PER_BODY_BYTE,
+    MULTIPART_OVERHEAD_BYTES,
+    BodyLimits,
+    Upload,
+    read_body,
+    read_uploads,
+)
 from resnet_serve.shared.errors import PayloadTooLarge
 from resnet_serve.shared.settings import Settings
 
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
 
 
-async def read_bulk_uploads(request: Request, settings: Settings) -> list[Upload]:
+async def read_bulk_uploads(request: Request, settings: Settings, body: BodyLimits) -> list[Upload]:
     limits = ArchiveLimits(
         max_files=settings.max_bulk_images,
         max_file_bytes=min(settings.max_upload_bytes, settings.max_bulk_bytes),
@@ -29,15 +36,19 @@ async def read_bulk_uploads(request: Request, settings: Settings) -> list[Upload
     )
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type in ZIP_TYPES:
-        body = await read_body(request, settings.max_bulk_bytes)
-        return await asyncio.to_thread(read_zip, body, limits)
+        data = await read_body(request, settings.max_bulk_bytes, body)
+        await body.grant.grow_to(len(data) * HELD_PER_BODY_BYTE + settings.max_bulk_bytes)
+        return await asyncio.to_thread(read_zip, data, limits)
     uploads = await read_uploads(
         request,
         max_files=settings.max_bulk_images,
         max_file_bytes=settings.max_bulk_bytes,  # a zip may be larger than one image
         max_request_bytes=settings.max_bulk_bytes + MULTIPART_OVERHEAD_BYTES,
+        limits=body,
     )
     if len(uploads) == 1 and is_zip(uploads[0].data):
+        held = len(uploads[0].data) * HELD_PER_BODY_BYTE + settings.max_bulk_bytes
+        await body.grant.grow_to(held)
         return await asyncio.to_thread(read_zip, uploads[0].data, limits)
     for upload in uploads:
         if len(upload.data) > limits.max_file_bytes:

@@ -8,12 +8,14 @@ order. A BYTES element is a 4-byte little-endian length and then its bytes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import zlib
 from collections.abc import AsyncIterable
 from typing import Any
 
+from resnet_serve.api.budget import Grant
 from resnet_serve.api.kserve.schemas import HEADER_LENGTH
 from resnet_serve.shared.errors import InvalidTensor, PayloadTooLarge, UnsupportedMediaType
 
@@ -56,6 +58,52 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     if not inflater.eof:
         raise InvalidTensor(f"the {encoding} body is truncated")
     return data
+
+
+INFLATE_STEP_BYTES = 1024 * 1024
+
+
+async def inflate(
+    body: bytes, encoding: str | None, limit: int, max_elements: int, grant: Grant
+) -> bytes:
+    """`decompress`, a step at a time: each step's bytes are reserved from the body
+    budget before they are kept, and its commas counted, so a small body that inflates
+    to more elements than any valid request is refused (413) after a few steps, holding
+    a few MB, instead of after inflating all of it."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in _WBITS:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported (gzip, deflate)"
+        )
+    inflater = zlib.decompressobj(_WBITS[encoding])
+    parts: list[bytes] = []
+    size = commas = 0
+    pending = body
+    while True:
+        try:
+            chunk = inflater.decompress(pending, INFLATE_STEP_BYTES)
+        except zlib.error as exc:
+            raise InvalidTensor(f"the {encoding} body could not be decompressed: {exc}") from exc
+        pending = inflater.unconsumed_tail
+        size += len(chunk)
+        commas += chunk.count(b",")
+        if size > limit:
+            raise PayloadTooLarge(f"the decompressed request body is larger than {limit} bytes")
+        if commas >= max_elements:
+            raise PayloadTooLarge(
+                f"the request holds more than {max_elements} JSON elements, more than any "
+                "valid request for this model (send large tensors as binary data)"
+            )
+        await grant.grow_to(len(body) + size)
+        parts.append(chunk)
+        if inflater.eof or (not chunk and not pending):
+            break
+        await asyncio.sleep(0)  # let other requests run between steps
+    if not inflater.eof:
+        raise InvalidTensor(f"the {encoding} body is truncated")
+    return b"".join(parts)
 
 
 def split(body: bytes, declared: str | None) -> tuple[bytes, memoryview]:

@@ -16,14 +16,24 @@ from typing import Any
 import numpy as np
 
 from resnet_serve.api.kserve.codec import BinaryData, pack_bytes
+from resnet_serve.api.kserve.parsing import Parsed
 from resnet_serve.api.kserve.schemas import (
     InferenceRequest,
     ModelMetadata,
     RequestOutput,
     TensorMetadata,
 )
-from resnet_serve.api.kserve.tensors import IMAGES, PIXELS, count, flag, gather_all, input_images
+from resnet_serve.api.kserve.tensors import (
+    IMAGES,
+    PIXELS,
+    count,
+    flag,
+    gather_all,
+    input_count,
+    input_images,
+)
 from resnet_serve.api.v1.classifier import Classifier
+from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import InferenceFailed, InvalidTensor
 from resnet_serve.shared.jobs import Job, ModelInfo, Result
 
@@ -86,14 +96,32 @@ def output_requests(request: InferenceRequest, info: ModelInfo) -> list[OutputRe
 async def run(
     classifier: Classifier,
     info: ModelInfo,
-    request: InferenceRequest,
+    parsed: Parsed,
     binary: BinaryData,
     request_id: str,
     deadline: float,
 ) -> tuple[dict[str, Any], list[bytes]]:
-    """The response's JSON header and the binary blobs that follow it."""
+    """The response's JSON header and the binary blobs that follow it. Queue places
+    are reserved before any image is decoded."""
+    request = parsed.request
+    output_requests(request, info)  # a bad `outputs` is a 400 before any place is taken
+    wanted = min(max(input_count(request), 1), classifier.settings.max_files_per_request)
+    async with classifier.places(info.name, wanted) as places:
+        return await _run(classifier, info, parsed, binary, request_id, deadline, places)
+
+
+async def _run(
+    classifier: Classifier,
+    info: ModelInfo,
+    parsed: Parsed,
+    binary: BinaryData,
+    request_id: str,
+    deadline: float,
+    places: Reservation,
+) -> tuple[dict[str, Any], list[bytes]]:
+    request = parsed.request
     outputs = output_requests(request, info)
-    images = await input_images(request, binary, classifier, info)
+    images = await input_images(request, binary, classifier, info, parsed.converted)
     k = max(o.classification for o in outputs)
     jobs = [
         Job(
@@ -106,7 +134,7 @@ async def run(
         )
         for image in images
     ]
-    submits = [classifier.broker.submit(job) for job in jobs]
+    submits = [classifier.broker.submit(job, places.take()) for job in jobs]
     results = await gather_all(submits, request.inputs[0].name)
     entries, blobs = response_outputs(outputs, results)
     answer: dict[str, Any] = {"model_name": info.name, "model_version": info.version}

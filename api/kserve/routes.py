@@ -7,6 +7,7 @@ Retry-After) when overloaded or not ready, 504 past the deadline.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -16,17 +17,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
+from resnet_serve.api.error_handlers import client_closed
 from resnet_serve.api.kserve import inference
-from resnet_serve.api.kserve.codec import BinaryData, decompress, encode_response, read_body, split
+from resnet_serve.api.kserve.codec import BinaryData, encode_response, inflate, split
 from resnet_serve.api.kserve.model_config import model_config
+from resnet_serve.api.kserve.parsing import ParseLimits, check_elements
 from resnet_serve.api.kserve.schemas import (
     ERRORS,
     HEADER_LENGTH,
     INFER_DOC,
     INFER_RESPONSES,
-    InferenceRequest,
     InferenceResponse,
     ModelMetadata,
     ModelReady,
@@ -36,7 +39,8 @@ from resnet_serve.api.kserve.schemas import (
 )
 from resnet_serve.api.kserve.tensors import count
 from resnet_serve.api.v1.classifier import Classifier
-from resnet_serve.shared.errors import InvalidTensor, NotFound, NotReady, ServeError, UnknownModel
+from resnet_serve.api.v1.uploads import BodyLimits, body_limits, read_body
+from resnet_serve.shared.errors import NotFound, NotReady, ServeError, UnknownModel
 from resnet_serve.shared.jobs import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,8 @@ class KServeRoute(APIRoute):
                 return error_response(request, exc.status, exc.code, exc.message, exc.headers())
             except RequestValidationError as exc:
                 return error_response(request, 400, "invalid_tensor", _validation_message(exc))
+            except ClientDisconnect as exc:
+                return await client_closed(request, exc)
             except Exception:
                 log.exception("unhandled error")
                 return error_response(request, 500, "internal_error", "internal server error")
@@ -227,28 +233,44 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
     classifier = _classifier(request)
     info = classifier.model(_model(request, model_name, version).name)  # 503 until ready
     settings = classifier.settings
-    limit = settings.max_request_bytes
-    body = await read_body(request.stream(), request.headers.get("content-length"), limit)
-    body = decompress(body, request.headers.get("content-encoding"), limit)
-    header, binary = split(body, request.headers.get(HEADER_LENGTH))
-    try:
-        parsed = InferenceRequest.model_validate_json(header)
-    except ValidationError as exc:
-        raise InvalidTensor(f"invalid inference request: {_validation_message(exc)}") from exc
-    state = request.scope["state"]
-    deadline = state["received_at"] + settings.request_timeout_s
-    # Triton's `timeout` parameter: the microseconds this client is willing to wait.
-    timeout_us = count(parsed.parameters, "timeout", "request")
-    if timeout_us is not None:
-        deadline = min(deadline, state["received_at"] + timeout_us / 1e6)
-    answer, blobs = await inference.run(
-        classifier, info, parsed, BinaryData(binary), state["request_id"], deadline
-    )
+    limits = ParseLimits(info.input_size, settings.max_files_per_request, settings.max_upload_bytes)
+    async with body_limits(request) as body_budget:
+        header, binary, parse_cost = await _read(
+            request, settings.max_request_bytes, body_budget, limits
+        )
+        # What parsing and converting will hold, reserved first (413 if it never fits).
+        await body_budget.grant.grow_to(body_budget.grant.held + parse_cost)
+        parsed = await request.app.state.kserve_parser.parse(header, limits)
+        del header
+        state = request.scope["state"]
+        deadline = state["received_at"] + settings.request_timeout_s
+        # Triton's `timeout` parameter: the microseconds this client is willing to wait.
+        timeout_us = count(parsed.request.parameters, "timeout", "request")
+        if timeout_us is not None:
+            deadline = min(deadline, state["received_at"] + timeout_us / 1e6)
+        answer, blobs = await inference.run(
+            classifier, info, parsed, BinaryData(binary), state["request_id"], deadline
+        )
     content, json_length = encode_response(answer, blobs)
     if json_length is None:
         return Response(content, media_type="application/json")
     headers = {HEADER_LENGTH: str(json_length)}
     return Response(content, media_type="application/octet-stream", headers=headers)
+
+
+async def _read(
+    request: Request, limit: int, body_budget: BodyLimits, limits: ParseLimits
+) -> tuple[bytes, memoryview, int]:
+    """(JSON header, binary data, bytes parsing will hold): the body read within its
+    limits, inflated and its header's elements counted in a thread (zlib lets go of the
+    GIL)."""
+    body = await read_body(request, limit, body_budget)
+    encoding = request.headers.get("content-encoding")
+    # The inflated body is held beside the compressed one (the join: twice, briefly).
+    body = await inflate(body, encoding, limit, limits.max_elements, body_budget.grant)
+    header, binary = split(body, request.headers.get(HEADER_LENGTH))
+    parse_cost = await asyncio.to_thread(check_elements, header, limits)
+    return bytes(header), binary, parse_cost
 
 
 _INFER: dict[str, Any] = {

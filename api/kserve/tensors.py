@@ -44,10 +44,48 @@ def count(parameters: dict[str, Any], name: str, where: str) -> int | None:
     return value
 
 
+# What a JSON tensor's `data` becomes (api/kserve/parsing.py converts it off the loop):
+# encoded files for `images`, a uint8 array for `pixels`.
+Converted = np.ndarray | list[bytes] | None
+
+
+def convert_json_data(
+    request: InferenceRequest, input_size: int, max_images: int, max_file_bytes: int
+) -> Converted:
+    """The one input's JSON `data` as bytes, its shape and size checked first; None
+    when there is no such data (binary data, or a request input_images will refuse)."""
+    if len(request.inputs) != 1 or request.inputs[0].data is None:
+        return None
+    tensor = request.inputs[0]
+    data = request.inputs[0].data
+    if count(tensor.parameters, "binary_data_size", f"input {tensor.name!r}") is not None:
+        raise InvalidTensor(f"input {tensor.name!r} has both data and binary_data_size")
+    if tensor.name == IMAGES:
+        _images_shape(tensor, max_images)
+        files = [_base64(element, i) for i, element in enumerate(flatten(data))]
+        _files_fit(tensor, files, max_file_bytes)
+        return files
+    if tensor.name == PIXELS:
+        _pixels_shape(tensor, input_size, max_images)
+        return _uint8(data, tensor.shape)
+    return None
+
+
+def input_count(request: InferenceRequest) -> int:
+    """Images the request's one input claims (its first dimension), for admission."""
+    shape = request.inputs[0].shape if len(request.inputs) == 1 else []
+    return shape[0] if shape else 1
+
+
 async def input_images(
-    request: InferenceRequest, binary: BinaryData, classifier: Classifier, info: ModelInfo
+    request: InferenceRequest,
+    binary: BinaryData,
+    classifier: Classifier,
+    info: ModelInfo,
+    converted: Converted = None,
 ) -> list[np.ndarray]:
-    """The model-ready uint8 [S, S, 3] crops the request's one input carries."""
+    """The model-ready uint8 [S, S, 3] crops the request's one input carries (its JSON
+    data already `converted`)."""
     if len(request.inputs) != 1:
         names = [tensor.name for tensor in request.inputs]
         raise InvalidTensor(
@@ -61,9 +99,10 @@ async def input_images(
     raw = binary.take(size, tensor.name) if size is not None else None
     binary.check_consumed()
     if tensor.name == IMAGES:
-        return await _decode(tensor, raw, classifier, info)
+        return await _decode(tensor, raw, converted, classifier, info)
     if tensor.name == PIXELS:
-        return _pixels(tensor, raw, info.input_size, classifier.settings.max_files_per_request)
+        max_images = classifier.settings.max_files_per_request
+        return _pixels(tensor, raw, converted, info.input_size, max_images)
     raise InvalidTensor(f"unknown input {tensor.name!r}; this model takes {IMAGES!r} or {PIXELS!r}")
 
 
@@ -85,47 +124,65 @@ def _base64(element: object, index: int) -> bytes:
         raise InvalidTensor(f"input {IMAGES!r} element {index} is not valid base64: {exc}") from exc
 
 
-async def _decode(
-    tensor: RequestInput, raw: memoryview | None, classifier: Classifier, info: ModelInfo
-) -> list[np.ndarray]:
+def _images_shape(tensor: RequestInput, max_images: int) -> None:
     shape = tensor.shape
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
         raise InvalidTensor(f"input {IMAGES!r} must have shape [N] or [N, 1], not {shape}")
-    settings = classifier.settings
-    _check(tensor, "BYTES", shape[0], settings.max_files_per_request)
-    if raw is not None:
-        files = unpack_bytes(raw, tensor.name)
-    elif tensor.data is not None:
-        files = [_base64(element, i) for i, element in enumerate(flatten(tensor.data))]
-    else:
-        raise InvalidTensor(f"input {IMAGES!r} has neither data nor binary_data_size")
+    _check(tensor, "BYTES", shape[0], max_images)
+
+
+def _files_fit(tensor: RequestInput, files: list[bytes], max_file_bytes: int) -> None:
+    shape = tensor.shape
     if len(files) != shape[0]:
         raise InvalidTensor(f"input {IMAGES!r} has shape {shape} but {len(files)} elements")
     for i, data in enumerate(files):
-        if len(data) > settings.max_upload_bytes:
+        if len(data) > max_file_bytes:
             raise PayloadTooLarge(
-                f"input {IMAGES!r} element {i} is larger than {settings.max_upload_bytes} bytes"
+                f"input {IMAGES!r} element {i} is larger than {max_file_bytes} bytes"
             )
+
+
+async def _decode(
+    tensor: RequestInput,
+    raw: memoryview | None,
+    converted: Converted,
+    classifier: Classifier,
+    info: ModelInfo,
+) -> list[np.ndarray]:
+    settings = classifier.settings
+    _images_shape(tensor, settings.max_files_per_request)
+    if raw is not None:
+        files = unpack_bytes(raw, tensor.name)
+    elif isinstance(converted, list):
+        files = converted
+    else:
+        raise InvalidTensor(f"input {IMAGES!r} has neither data nor binary_data_size")
+    _files_fit(tensor, files, settings.max_upload_bytes)
     config = config_for(info, settings)
     decoded = await gather_all((classifier.pool.preprocess(data, config) for data in files), IMAGES)
     return [image for image, _ in decoded]
 
 
-def _pixels(
-    tensor: RequestInput, raw: memoryview | None, size: int, max_count: int
-) -> list[np.ndarray]:
+def _pixels_shape(tensor: RequestInput, size: int, max_count: int) -> None:
     shape = tensor.shape
     if len(shape) != 4 or shape[1:] != [size, size, 3]:
         raise InvalidTensor(f"input {PIXELS!r} must have shape [N, {size}, {size}, 3], not {shape}")
     _check(tensor, "UINT8", shape[0], max_count)
+
+
+def _pixels(
+    tensor: RequestInput, raw: memoryview | None, converted: Converted, size: int, max_count: int
+) -> list[np.ndarray]:
+    shape = tensor.shape
+    _pixels_shape(tensor, size, max_count)
     if raw is not None:
         if len(raw) != math.prod(shape):
             raise InvalidTensor(
                 f"input {PIXELS!r} has shape {shape} but {len(raw)} bytes of binary data"
             )
         array = np.frombuffer(raw, dtype=np.uint8).reshape(shape)
-    elif tensor.data is not None:
-        array = _uint8(tensor.data, shape)
+    elif isinstance(converted, np.ndarray):
+        array = converted
     else:
         raise InvalidTensor(f"input {PIXELS!r} has neither data nor binary_data_size")
     return list(array)

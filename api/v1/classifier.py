@@ -1,9 +1,15 @@
-"""One image through the gateway: cache, decode pool, broker, response."""
+"""One image through the gateway: cache, admission, decode pool, broker, response.
+
+A queue place is reserved before the image is decoded (admission before work): a
+refused request answers 503 at once and costs no decode.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from resnet_serve.api.v1.cache import ResponseCache
 from resnet_serve.api.v1.decoding import DecodePool
@@ -15,7 +21,7 @@ from resnet_serve.api.v1.schemas import (
     TimingsOut,
 )
 from resnet_serve.api.v1.uploads import Upload
-from resnet_serve.shared.broker import Broker
+from resnet_serve.shared.broker import Broker, Reservation
 from resnet_serve.shared.errors import ServeError, UnknownModel
 from resnet_serve.shared.jobs import Job, ModelInfo, Result
 from resnet_serve.shared.preprocess import config_for
@@ -47,14 +53,44 @@ class Classifier:
             )
         return info
 
+    @contextlib.asynccontextmanager
+    async def places(self, model: str, count: int) -> AsyncIterator[Reservation]:
+        """`count` queue places for the block's jobs; unused ones are given back."""
+        reservation = await self.broker.reserve(model, count)
+        try:
+            yield reservation
+        finally:
+            await self.broker.release(reservation)
+
     async def classify(
-        self, upload: Upload, info: ModelInfo, top_k: int, request_id: str, received_at: float
+        self,
+        upload: Upload,
+        info: ModelInfo,
+        top_k: int,
+        request_id: str,
+        received_at: float,
+        reservation: Reservation | None = None,
     ) -> ClassifyResponse:
         # Hashing a multi-MB upload costs ~1 ms on the event loop: only when caching.
         key = self.cache.key(info.name, upload.data, top_k) if self.cache.enabled else None
         cached = self.cache.get(key, info.version) if key else None
         if cached is not None:
             return _response(request_id, cached, 0.0, received_at, info, cached=True)
+        if reservation is None:
+            async with self.places(info.name, 1) as own:
+                return await self._classify(upload, info, top_k, key, request_id, received_at, own)
+        return await self._classify(upload, info, top_k, key, request_id, received_at, reservation)
+
+    async def _classify(
+        self,
+        upload: Upload,
+        info: ModelInfo,
+        top_k: int,
+        key: tuple[str, str, int] | None,
+        request_id: str,
+        received_at: float,
+        reservation: Reservation,
+    ) -> ClassifyResponse:
         config = config_for(info, self.settings)
         image, decode_s = await self.pool.preprocess(upload.data, config)
         job = Job(
@@ -64,7 +100,7 @@ class Classifier:
             top_k=top_k,
             deadline=received_at + self.settings.request_timeout_s,
         )
-        result = await self.broker.submit(job)
+        result = await self.broker.submit(job, reservation.take())
         if key:
             self.cache.put(key, result)
         return _response(request_id, result, decode_s * 1000, received_at, info, cached=False)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from resnet_serve.api.v1.classifier import Classifier
 from resnet_serve.api.v1.schemas import ERROR_RESPONSES, BatchResponse, ClassifyResponse
-from resnet_serve.api.v1.uploads import read_uploads
+from resnet_serve.api.v1.uploads import body_limits, read_uploads
 from resnet_serve.shared.errors import InvalidParameter
 from resnet_serve.shared.jobs import ModelInfo
 
@@ -87,17 +87,24 @@ async def classify(request: Request, top_k: TopK = 3, model: ModelName = None) -
     classifier = _classifier(request)
     _early_check(classifier, model)
     settings = classifier.settings
-    fields: dict[str, str] = {}
-    (upload,) = await read_uploads(
-        request,
-        max_files=1,
-        max_file_bytes=settings.max_upload_bytes,
-        max_request_bytes=settings.max_upload_bytes + 64 * 1024,
-        fields=fields,
-    )
-    info, top_k = _from_form(request, classifier, fields, model, top_k)
     state = request.scope["state"]
-    return await classifier.classify(upload, info, top_k, state["request_id"], state["received_at"])
+    fields: dict[str, str] = {}
+    async with body_limits(request) as limits:
+        # The body is read first: its bytes arrive and are parsed by the HTTP server
+        # whether or not they are used, and a queue place is then held only while the
+        # image decodes, never while a slow client sends it.
+        (upload,) = await read_uploads(
+            request,
+            max_files=1,
+            max_file_bytes=settings.max_upload_bytes,
+            max_request_bytes=settings.max_upload_bytes + 64 * 1024,
+            limits=limits,
+            fields=fields,
+        )
+        info, top_k = _from_form(request, classifier, fields, model, top_k)
+        return await classifier.classify(
+            upload, info, top_k, state["request_id"], state["received_at"]
+        )
 
 
 @router.post(
@@ -116,16 +123,18 @@ async def classify_batch(
     _early_check(classifier, model)
     settings = classifier.settings
     fields: dict[str, str] = {}
-    uploads = await read_uploads(
-        request,
-        max_files=settings.max_files_per_request,
-        max_file_bytes=settings.max_upload_bytes,
-        max_request_bytes=settings.max_request_bytes,
-        fields=fields,
-    )
-    info, top_k = _from_form(request, classifier, fields, model, top_k)
-    state = request.scope["state"]
-    items = await classifier.classify_many(
-        uploads, info, top_k, state["request_id"], state["received_at"]
-    )
+    async with body_limits(request) as limits:
+        uploads = await read_uploads(
+            request,
+            max_files=settings.max_files_per_request,
+            max_file_bytes=settings.max_upload_bytes,
+            max_request_bytes=settings.max_request_bytes,
+            limits=limits,
+            fields=fields,
+        )
+        info, top_k = _from_form(request, classifier, fields, model, top_k)
+        state = request.scope["state"]
+        items = await classifier.classify_many(
+            uploads, info, top_k, state["request_id"], state["received_at"]
+        )
     return BatchResponse(request_id=state["request_id"], results=items)

@@ -1,21 +1,28 @@
 """Read image uploads (multipart `file` fields or a raw `image/*` body) within size limits.
 
 The body is streamed and counted, so an oversized upload is refused after at most
-`limit` bytes, whatever Content-Length claims.
+`limit` bytes, whatever Content-Length claims; it must arrive within `body_timeout_s`;
+and the bytes it will hold are reserved from the process's body budget (api/budget.py)
+as they arrive, so bodies in flight never pass it. Multipart files stay in memory
+(within those limits): nothing spools to disk.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from resnet_serve.api.budget import Grant, body_grant
 from resnet_serve.shared.errors import (
     InvalidParameter,
     PayloadTooLarge,
+    RequestTimeout,
     TooManyFiles,
     UnsupportedMediaType,
 )
@@ -24,6 +31,17 @@ RAW_TYPES = ("image/", "application/octet-stream")
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 # Text fields a multipart body may carry besides its files (`model`, `top_k`).
 MAX_TEXT_FIELDS = 8
+# Bytes held per body byte at the peak: the chunks and their join (raw), or the parser's
+# in-memory file and the copy read from it (multipart).
+HELD_PER_BODY_BYTE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """How much of a body one request may send, how fast, and whose budget it uses."""
+
+    grant: Grant
+    timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,25 +50,49 @@ class Upload:
     data: bytes
 
 
+@contextlib.asynccontextmanager
+async def body_limits(request: Request) -> AsyncIterator[BodyLimits]:
+    """This request's share of the body budget, returned when the block ends."""
+    app = request.app
+    async with body_grant(app.state.budgets.bodies) as grant:
+        yield BodyLimits(grant, app.state.settings.body_timeout_s)
+
+
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+async def _limited(request: Request, limit: int, limits: BodyLimits) -> AsyncGenerator[bytes, None]:
+    """The body's chunks, refused past `limit` bytes or past the body timeout; the
+    bytes are reserved from the budget before they are kept."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+    if declared and declared.isascii() and declared.isdigit():
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+        await limits.grant.grow_to(int(declared) * HELD_PER_BODY_BYTE)
     seen = 0
-    async for chunk in request.stream():
+    deadline = asyncio.get_running_loop().time() + limits.timeout_s
+    chunks: AsyncIterator[bytes] = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {limits.timeout_s:g} s"
+            ) from None
         seen += len(chunk)
         if seen > limit:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+        await limits.grant.grow_to(seen * HELD_PER_BODY_BYTE)
         yield chunk
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, limits: BodyLimits) -> bytes:
     """The whole body, refused past `limit` bytes."""
-    return b"".join([chunk async for chunk in _limited(request, limit)])
+    return b"".join([chunk async for chunk in _limited(request, limit, limits)])
 
 
 async def read_uploads(
@@ -59,6 +101,7 @@ async def read_uploads(
     max_files: int,
     max_file_bytes: int,
     max_request_bytes: int,
+    limits: BodyLimits,
     fields: dict[str, str] | None = None,
 ) -> list[Upload]:
     """Every image in the request, in order. Raises a ServeError for anything else.
@@ -69,9 +112,9 @@ async def read_uploads(
     """
     media_type = _media_type(request)
     if media_type == "multipart/form-data":
-        uploads = await _read_multipart(request, max_files, max_request_bytes, fields)
+        uploads = await _read_multipart(request, max_files, max_request_bytes, limits, fields)
     elif media_type.startswith(RAW_TYPES):
-        body = b"".join([chunk async for chunk in _limited(request, max_file_bytes)])
+        body = await read_body(request, max_file_bytes, limits)
         uploads = [Upload(filename="body", data=body)]
     else:
         sent = f"not {media_type}" if media_type else "this request has no Content-Type header"
@@ -85,14 +128,22 @@ async def read_uploads(
 
 
 async def _read_multipart(
-    request: Request, max_files: int, limit: int, fields: dict[str, str] | None
+    request: Request,
+    max_files: int,
+    limit: int,
+    limits: BodyLimits,
+    fields: dict[str, str] | None,
 ) -> list[Upload]:
     parser = MultiPartParser(
         request.headers,
-        _limited(request, limit),
+        _limited(request, limit, limits),
         max_files=max_files,
         max_fields=max_files + MAX_TEXT_FIELDS,
     )
+    # Files stay in memory: the whole body is already bounded by `limit` and reserved
+    # from the body budget, so a spool file could only add disk use (and, in a pod, an
+    # eviction when /tmp is a small emptyDir).
+    parser.spool_max_size = limit + 1
     try:
         form = await parser.parse()
     except MultiPartException as exc:

@@ -82,8 +82,12 @@ def _run_gateway(
 ) -> None:
     import uvicorn
 
+    from resnet_serve.api import malloc
     from resnet_serve.api.app import create_app
+    from resnet_serve.api.http_limits import server_options
     from resnet_serve.shared.metrics import Metrics
+
+    malloc.tune_allocator()  # so RSS comes back after a burst of large decodes
 
     metrics = Metrics(distributed=distributed)
     uvicorn.run(
@@ -94,6 +98,7 @@ def _run_gateway(
         access_log=False,
         # Draining: in-flight requests get up to their whole deadline to finish.
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
+        **server_options(settings),
     )
 
 
@@ -174,4 +179,7 @@ def jobs_worker(
             "(--worker-id names another host's)",
             code=1,
         )
+    from resnet_serve.api import malloc
+
+    malloc.tune_allocator()
     asyncio.run(serve_jobs_worker(settings))

@@ -1,0 +1,100 @@
+"""Admission before decode in distributed mode: two gateways share the queue's places
+through Redis, a refused request costs no decode, and no place leaks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cluster import MODEL, NAMESPACE, classify, gateway, images, wait_until, workers
+from tests.redis_server import RedisServer
+from tests.servers import Server
+
+pytestmark = pytest.mark.usefixtures("resnet_artifact")
+
+MAX_QUEUE = 4
+
+
+def decodes(server: Server) -> float:
+    return server.metric("resnet_serve_decode_duration_seconds_count")
+
+
+def test_two_gateways_admit_exactly_the_queue_and_refuse_the_rest_without_decoding(
+    home: Path, logs: Path, redis_server: RedisServer
+) -> None:
+    settings = {
+        "max_queue": str(MAX_QUEUE),
+        "request_timeout_s": "60",
+        "heartbeat_interval_s": "30",  # a stopped worker still counts as announced
+        "response_cache_entries": "0",
+    }
+    with ExitStack() as stack:
+        (worker,) = stack.enter_context(workers(home, logs, redis_server, "w1", **settings))
+        a = stack.enter_context(gateway(home, logs, redis_server, **settings))
+        b = stack.enter_context(gateway(home, logs, redis_server, **settings))
+        os.kill(worker.process.pid, signal.SIGSTOP)  # nothing leaves the queue for now
+        try:
+            data = images(12, seed=3)
+            with ThreadPoolExecutor(12) as pool:
+                futures = [pool.submit(classify, a if i % 2 else b, d) for i, d in enumerate(data)]
+                # Refusals come back while the admitted requests still wait in the queue.
+                wait_until(lambda: sum(f.done() for f in futures) >= 12 - MAX_QUEUE, 60)
+                refused = [f.result() for f in futures if f.done()]
+                assert len(refused) == 12 - MAX_QUEUE
+                assert all(r.status_code == 503 for r in refused), [r.text for r in refused]
+                assert {r.json()["error"]["code"] for r in refused} == {"queue_full"}
+                assert all("Retry-After" in r.headers for r in refused)
+                # Only admitted requests were decoded.
+                assert decodes(a) + decodes(b) == MAX_QUEUE
+                os.kill(worker.process.pid, signal.SIGCONT)
+                admitted = [f.result() for f in futures if f.result().status_code != 503]
+            assert [r.status_code for r in admitted] == [200] * MAX_QUEUE
+        finally:
+            os.kill(worker.process.pid, signal.SIGCONT)
+        client = redis_server.client()
+        # Every place was either used by its job or given back.
+        assert client.zcard(f"{NAMESPACE}:slots:{MODEL}") == 0
+
+
+def test_refusals_answer_without_reading_or_decoding_the_upload(
+    home: Path, logs: Path, redis_server: RedisServer
+) -> None:
+    """A full queue: 30 more uploads are refused; none is decoded, the slots set is
+    empty afterwards, and a refusal takes milliseconds, not a decode."""
+    settings = {"max_queue": "1", "request_timeout_s": "60", "heartbeat_interval_s": "30"}
+    with ExitStack() as stack:
+        (worker,) = stack.enter_context(workers(home, logs, redis_server, "w1", **settings))
+        server = stack.enter_context(gateway(home, logs, redis_server, **settings))
+        os.kill(worker.process.pid, signal.SIGSTOP)
+        try:
+            photo = images(1, seed=5)[0]
+            with ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(classify, server, photo)
+                wait_until(lambda: decodes(server) == 1, 30, "the first upload decoded")
+                before = decodes(server)
+                took = []
+                for _ in range(30):
+                    start = time.perf_counter()
+                    response = httpx.post(
+                        f"{server.url}/v1/classify",
+                        content=photo,
+                        headers={"content-type": "image/png"},
+                        timeout=30,
+                    )
+                    took.append(time.perf_counter() - start)
+                    assert response.status_code == 503
+                assert decodes(server) == before
+                os.kill(worker.process.pid, signal.SIGCONT)
+                assert waiting.result().status_code == 200
+        finally:
+            os.kill(worker.process.pid, signal.SIGCONT)
+        took.sort()
+        print(f"refusal median {took[15] * 1000:.1f} ms, worst {took[-1] * 1000:.1f} ms")
+        assert redis_server.client().zcard(f"{NAMESPACE}:slots:{MODEL}") == 0

@@ -1,0 +1,61 @@
+"""A jobs-worker decodes within its memory budget: a zip of images that could never fit
+is answered per image (413 too_many_pixels), large ones take turns, memory stays bounded."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import cluster, images
+from tests.distributed.test_bulk_jobs import finished, jobs_worker, submit_zip, zipped
+from tests.hostile import megapixels_png, peak_rss_bytes, reset_peak, rss_bytes
+from tests.redis_server import RedisServer, run_redis
+from tests.servers import Server
+
+pytestmark = pytest.mark.usefixtures("resnet_artifact")
+
+MIB = 1024 * 1024
+BUDGET = 128 * MIB
+
+
+@pytest.fixture(scope="module")
+def bulk_cluster(
+    home: Path, logs: Path, resnet_artifact: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, int]]:
+    with ExitStack() as stack:
+        redis: RedisServer = stack.enter_context(run_redis(tmp_path_factory.mktemp("redis")))
+        server, _ = stack.enter_context(cluster(home, logs, redis))
+        worker = stack.enter_context(
+            jobs_worker(home, logs, redis, "jobs-budget", memory_budget_bytes=str(BUDGET))
+        )
+        yield server, worker.process.pid
+
+
+def test_a_zip_of_huge_pixel_images_stays_within_the_jobs_worker_budget(
+    bulk_cluster: tuple[Server, int],
+) -> None:
+    server, pid = bulk_cluster
+    huge = megapixels_png(40)  # ~900 MB to decode: can never fit
+    large = megapixels_png(2)  # ~44 MB to decode: a few at a time
+    photo = images(1, seed=7)[0]
+    entries = [(f"huge{i}.png", huge) for i in range(6)]
+    entries += [(f"large{i}.png", large) for i in range(6)]
+    entries += [("photo.png", photo)]
+    time.sleep(1)
+    idle = rss_bytes(pid)
+    reset_peak(pid)
+    response = submit_zip(server, zipped(*entries))
+    assert response.status_code == 202, response.text
+    job = finished(server, response.json()["location"], timeout_s=180)
+    assert job["status"] == "done", job
+    by_name = {item["filename"]: item for item in job["results"]}
+    for i in range(6):
+        assert by_name[f"huge{i}.png"]["error"]["code"] == "too_many_pixels"
+        assert by_name[f"large{i}.png"].get("error") is None, by_name[f"large{i}.png"]
+    assert by_name["photo.png"].get("error") is None
+    grown = peak_rss_bytes(pid) - idle
+    assert grown < BUDGET + 64 * MIB, f"the jobs-worker grew {grown / MIB:.0f} MiB"

@@ -1,0 +1,128 @@
+"""Hostile loads shared by tests/integration/test_budgets.py and benchmarks/bench_hostile.py:
+cheap to build, expensive to take in."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import struct
+import zlib
+from pathlib import Path
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload)
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def blank_png(width: int, height: int, mode: str = "RGBA") -> bytes:
+    """A valid all-zero PNG built row by row with zlib (never held whole as pixels):
+    40 MP of RGBA is about 155 KB."""
+    color_type, bands = {"RGBA": (6, 4), "RGB": (2, 3), "L": (0, 1)}[mode]
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + bands * width)
+    rows_per_piece = max(1, (4 * 1024 * 1024) // len(row))
+    parts = []
+    done = 0
+    while done < height:
+        n = min(rows_per_piece, height - done)
+        parts.append(compressor.compress(row * n))
+        done += n
+    parts.append(compressor.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", b"".join(parts))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def megapixels_png(megapixels: float, mode: str = "RGBA") -> bytes:
+    side = int((megapixels * 1e6) ** 0.5)
+    return blank_png(side, side, mode)
+
+
+def kserve_bomb(inflated_bytes: int, kind: str = "uint8") -> bytes:
+    """A gzip KServe v2 body that inflates to about `inflated_bytes` of JSON: a long
+    UINT8 `data` array, or a BYTES list of empty strings."""
+    if kind == "uint8":
+        element, name, datatype = b"0,", "pixels", "UINT8"
+    else:
+        element, name, datatype = b'"",', "images", "BYTES"
+    count = inflated_bytes // len(element)
+    head = json.dumps(
+        {"inputs": [{"name": name, "datatype": datatype, "shape": [1, 224, 224, 3]}]}
+    ).encode()
+    # {"inputs": [{..., "data": [0,0,...,0]}]}
+    prefix = head[: -len(b"}]}")] + b', "data": ['
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [compressor.compress(prefix)]
+    block = element * (1 << 20)
+    left = count
+    while left > 0:
+        n = min(left, 1 << 20)
+        parts.append(compressor.compress(block if n == 1 << 20 else element * n))
+        left -= n
+    parts.append(compressor.compress(element[:-1] + b"]}]}"))
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+def pixels_json(images: int) -> bytes:
+    """A valid KServe v2 request of `images` 224x224 crops as nested JSON arrays."""
+    row = "[" + ",".join(["[1,2,3]"] * 224) + "]"
+    image = "[" + ",".join([row] * 224) + "]"
+    data = "[" + ",".join([image] * images) + "]"
+    return (
+        '{"inputs":[{"name":"pixels","datatype":"UINT8","shape":['
+        + f"{images},224,224,3"
+        + '],"data":'
+        + data
+        + "}]}"
+    ).encode()
+
+
+def gunzip_size(body: bytes) -> int:
+    return len(gzip.decompress(body))
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            found += process_tree(int(child))
+    return found
+
+
+def status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident bytes of the process and its children now."""
+    return sum(status_kib(p, "VmRSS") for p in process_tree(pid)) * 1024
+
+
+def reset_peak(pid: int) -> None:
+    """Start the processes' high-water marks (VmHWM) afresh from their RSS now."""
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{p}/clear_refs").write_text("5")
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's own high-water mark (VmHWM) plus its children's."""
+    return sum(status_kib(p, "VmHWM") for p in process_tree(pid)) * 1024

@@ -1,0 +1,323 @@
+"""A gateway nothing can knock over, against a real `resnet-serve serve` over real HTTP:
+memory budgets, parsing off the event loop, HTTP limits, client hang-ups.
+
+The server gets a small explicit memory budget so hostile loads are cheap to run here.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.hostile import (
+    kserve_bomb,
+    megapixels_png,
+    peak_rss_bytes,
+    pixels_json,
+    reset_peak,
+    rss_bytes,
+)
+from tests.images import jpeg
+from tests.servers import Server, run_server
+
+pytestmark = pytest.mark.slow
+
+MIB = 1024 * 1024
+BUDGET = 192 * MIB  # bodies 40%, decoding 60% (api/budget.py)
+DECODE_BUDGET = BUDGET - int(BUDGET * 0.4)
+HEADER_TIMEOUT_S = 1.0
+BODY_TIMEOUT_S = 2.0
+MAX_CONNECTIONS = 48
+
+
+@pytest.fixture(scope="module")
+def server(home: Path, logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    spool = tmp_path_factory.mktemp("spool")
+    with run_server(
+        home,
+        logs,
+        "--weights",
+        "random",
+        memory_budget_bytes=str(BUDGET),
+        budget_wait_ms="200",
+        header_timeout_s=str(HEADER_TIMEOUT_S),
+        body_timeout_s=str(BODY_TIMEOUT_S),
+        max_connections=str(MAX_CONNECTIONS),
+        max_header_bytes=str(16 * 1024),
+        response_cache_entries="0",
+        extra_env={"TMPDIR": str(spool)},
+    ) as started:
+        started.spool_dir = spool  # type: ignore[attr-defined]
+        # Warm: the first request loads lazily-imported code paths.
+        assert classify(started, jpeg("chelsea")).status_code == 200
+        yield started
+
+
+def classify(server: Server, data: bytes, media: str = "image/jpeg") -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/v1/classify", content=data, headers={"content-type": media}, timeout=60
+    )
+
+
+class Prober:
+    """GET /healthz every 50 ms in a thread; the slowest answer is what a client beside
+    a hostile load would have seen."""
+
+    def __init__(self, server: Server) -> None:
+        self.url = f"{server.url}/healthz"
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                start = time.perf_counter()
+                client.get(self.url).raise_for_status()
+                self.latencies.append(time.perf_counter() - start)
+                self._stop.wait(0.05)
+
+    @property
+    def worst_s(self) -> float:
+        return max(self.latencies)
+
+
+def settle_rss(server: Server, target: float, timeout_s: float = 15) -> int:
+    deadline = time.monotonic() + timeout_s
+    rss = rss_bytes(server.process.pid)
+    while rss > target and time.monotonic() < deadline:
+        time.sleep(0.25)
+        rss = rss_bytes(server.process.pid)
+    return rss
+
+
+def test_an_image_that_can_never_fit_is_refused_for_good_without_decoding(server: Server) -> None:
+    """40 MP RGBA peaks near 900 MB in the decoder: more than the whole decode budget,
+    so it is a 413, every time, and the gateway never holds its pixels."""
+    huge = megapixels_png(40)
+    reset_peak(server.process.pid)
+    before = rss_bytes(server.process.pid)
+    decodes = server.metric("resnet_serve_decode_duration_seconds_count")
+    for _ in range(3):
+        response = classify(server, huge, "image/png")
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["code"] == "too_many_pixels"
+        assert "Retry-After" not in response.headers
+    assert server.metric("resnet_serve_decode_duration_seconds_count") == decodes
+    assert peak_rss_bytes(server.process.pid) - before < 64 * MIB
+
+
+def test_parallel_large_images_wait_or_get_503_and_memory_comes_back(server: Server) -> None:
+    """16 parallel 3 MP RGBA PNGs need ~66 MB each to decode; the budget holds about
+    one and a half: each waits its turn briefly or gets 503 with Retry-After, the peak
+    stays within the budget, and RSS returns to its idle level afterwards."""
+    png = megapixels_png(3)
+    idle = settle_rss(server, 0, timeout_s=0)
+    reset_peak(server.process.pid)
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda _: classify(server, png, "image/png"), range(16)))
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {200, 503}, statuses
+    assert 200 in statuses
+    for response in responses:
+        if response.status_code == 503:
+            assert response.json()["error"]["code"] == "queue_full"
+            assert int(response.headers["Retry-After"]) >= 1
+    grown = peak_rss_bytes(server.process.pid) - idle
+    assert grown < BUDGET, f"peak grew {grown / MIB:.0f} MiB"
+    after = settle_rss(server, idle * 1.2)
+    assert after <= idle * 1.2, f"idle {idle / MIB:.0f} MiB, after the burst {after / MIB:.0f} MiB"
+
+
+@pytest.mark.parametrize("kind", ["uint8", "bytes"])
+def test_kserve_bombs_are_refused_before_parsing(server: Server, kind: str) -> None:
+    """58 KB of gzip that inflates to 60 MB of JSON elements: refused by counting
+    elements, never parsed; a probe beside it answers within 2 s."""
+    bomb = kserve_bomb(60_000_000, kind)
+    reset_peak(server.process.pid)
+    before = rss_bytes(server.process.pid)
+    with Prober(server) as prober:
+        for _ in range(4):
+            response = httpx.post(
+                f"{server.url}/v2/models/resnet18/infer",
+                content=bomb,
+                headers={"content-type": "application/json", "content-encoding": "gzip"},
+                timeout=60,
+            )
+            assert response.status_code == 413, response.text
+            assert "elements" in response.json()["error"]
+    assert prober.worst_s < 2.0, prober.latencies
+    # The inflated body is held (bounded by max_request_bytes); nothing 16x it.
+    assert peak_rss_bytes(server.process.pid) - before < 140 * MIB
+
+
+def test_large_valid_kserve_json_is_parsed_off_the_event_loop(server: Server) -> None:
+    """5 crops as nested JSON (2 MB, 750 k elements, ~0.4 s of parsing; its ~64 MB
+    parsing cost fits the body budget): parsed in a parser process; probes beside it
+    keep answering."""
+    body = pixels_json(5)
+    with Prober(server) as prober:
+        for _ in range(3):
+            response = httpx.post(
+                f"{server.url}/v2/models/resnet18/infer",
+                content=body,
+                headers={"content-type": "application/json"},
+                timeout=120,
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["outputs"][0]["shape"] == [5, 1000]
+    assert prober.worst_s < 2.0, prober.latencies
+
+
+def test_multipart_uploads_never_spool_to_disk(server: Server) -> None:
+    """A 6 MB multipart upload sent slowly: while it arrives, the server holds no file
+    in its temporary directory (starlette would spool past 1 MB)."""
+    spool: Path = server.spool_dir  # type: ignore[attr-defined]
+    payload = bytes(6 * MIB)
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    body = head + payload + f"\r\n--{boundary}--\r\n".encode()
+    seen: list[str] = []
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n"
+            + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        for start in range(0, len(body), MIB):
+            sock.sendall(body[start : start + MIB])
+            time.sleep(0.1)
+            seen += open_files(server.process.pid, spool)
+        answer = sock.recv(65536)
+    assert seen == []
+    assert b" 422 " in answer.split(b"\r\n")[0] or b" 415 " in answer.split(b"\r\n")[0]
+
+
+def open_files(pid: int, directory: Path) -> list[str]:
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue
+        if target.startswith(str(directory)) or "(deleted)" in target:
+            found.append(target)
+    return found
+
+
+def port(server: Server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def closed_by_server(sock: socket.socket, within_s: float) -> bytes | None:
+    """What the server sent before closing, or None if it kept the connection open."""
+    sock.settimeout(within_s)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_unfinished_headers_and_idle_connections_are_closed(server: Server) -> None:
+    with (
+        socket.create_connection(("127.0.0.1", port(server))) as idle,
+        socket.create_connection(("127.0.0.1", port(server))) as slow,
+    ):
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        for _ in range(3):  # a byte now and then never resets the header deadline
+            time.sleep(HEADER_TIMEOUT_S / 4)
+            slow.sendall(b"a")
+        assert closed_by_server(idle, HEADER_TIMEOUT_S * 10) == b""
+        assert closed_by_server(slow, HEADER_TIMEOUT_S * 10) == b""
+    # A keep-alive connection keeps working across requests.
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for _ in range(3):
+            assert client.get("/healthz").status_code == 200
+            time.sleep(HEADER_TIMEOUT_S * 1.5)
+
+
+def test_oversized_headers_are_refused_without_growing_memory(server: Server) -> None:
+    reset_peak(server.process.pid)
+    before = rss_bytes(server.process.pid)
+    with socket.create_connection(("127.0.0.1", port(server))) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        filler = b"X-Filler: " + b"a" * 1000 + b"\r\n"
+        sent = 0
+        try:
+            while sent < 32 * 1024 * 1024:  # 32 MB of headers, unless cut off first
+                sock.sendall(filler)
+                sent += len(filler)
+        except OSError:
+            pass  # the server closed the connection while we still sent: expected
+        answer = closed_by_server(sock, 10) or b""
+    assert sent < 32 * 1024 * 1024
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400")
+    assert peak_rss_bytes(server.process.pid) - before < 16 * MIB
+
+
+def test_connections_past_the_cap_are_closed_at_once(server: Server) -> None:
+    sockets = [socket.create_connection(("127.0.0.1", port(server))) for _ in range(64)]
+    try:
+        closed = sum(closed_by_server(s, 0.5) is not None for s in sockets)
+    finally:
+        for s in sockets:
+            s.close()
+    assert closed >= 64 - MAX_CONNECTIONS
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+
+
+def test_a_body_that_never_arrives_gets_408(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", port(server))) as sock:
+        sock.sendall(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" + bytes(100)
+        )
+        answer = closed_by_server(sock, BODY_TIMEOUT_S * 10)
+    assert answer is not None
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"request_timeout" in answer
+
+
+def test_a_client_hang_up_is_client_closed_not_a_500(server: Server) -> None:
+    errors_500 = server.metric("resnet_serve_requests_total", status="500")
+    closed = server.metric("resnet_serve_requests_total", status="499")
+    log_lines = len(server.log().splitlines())
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port(server))) as sock:
+            sock.sendall(
+                b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 100000\r\n\r\n" + bytes(1000)
+            )
+            time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while server.metric("resnet_serve_requests_total", status="499") < closed + 3:
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        time.sleep(0.1)
+    assert server.metric("resnet_serve_requests_total", status="500") == errors_500
+    assert server.metric("resnet_serve_errors_total", code="client_closed") >= 3
+    new = server.log().splitlines()[log_lines:]
+    assert not any("Traceback" in line for line in new), new
+    assert sum("client_closed" in line for line in new) == 3, new
