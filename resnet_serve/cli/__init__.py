@@ -97,7 +97,8 @@ def serve(
         max_batch=max_batch,
         max_batch_wait_ms=max_batch_wait_ms,
     )
-    _build_or_exit(settings)
+    if settings.engine != "fault":  # the test-only engine has no artifact
+        _build_or_exit(settings)
     _run_gateway(settings, "inprocess")
 
 
@@ -170,15 +171,19 @@ def worker(
         worker_id=worker_id,
     )
     if check:
-        from resnet_serve.worker.redis_worker import heartbeat_fresh
+        from resnet_serve.worker.liveness import workers_live
 
-        raise typer.Exit(0 if heartbeat_fresh(settings) else 1)
-    _build_or_exit(settings)
+        raise typer.Exit(0 if workers_live(settings) else 1)
+    if settings.engine != "fault":  # the test-only engine has no artifact
+        _build_or_exit(settings)
     import asyncio
 
-    from resnet_serve.worker.redis_worker import serve_worker
+    from resnet_serve.worker.redis_worker import WorkerFailed, serve_worker
 
-    asyncio.run(serve_worker(settings))
+    try:
+        asyncio.run(serve_worker(settings))
+    except WorkerFailed as exc:
+        _fail(str(exc), exc.exit_code)
 
 
 @app.command("jobs-worker")

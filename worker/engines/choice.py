@@ -48,7 +48,10 @@ def cpu_has_native_bf16() -> bool:
 
 
 def choose_engine(engine: str, precision: str) -> EngineChoice:
-    """Resolve "auto" settings; reject combinations no engine can run."""
+    """Resolve "auto" settings; reject combinations no engine can run. "auto" only ever
+    picks a real engine: the test-only "fault" engine must be asked for by name."""
+    if engine == "fault":
+        raise ValueError("the fault engine is test-only: it has no artifact to build")
     cuda = cuda_present()
     if engine == "auto":
         if cuda:
