@@ -56,7 +56,7 @@ class Load:
                 data = self.images[i % len(self.images)]
                 i += self.clients
                 sent = time.monotonic()
-                status, code, request_id = 0, "no_answer", ""
+                status, code, request_id, pause = 0, "no_answer", "", 0.0
                 try:
                     response = client.post(
                         f"{self.url}/v1/classify",
@@ -67,10 +67,13 @@ class Load:
                     body = response.json()
                     request_id = response.headers.get("x-request-id", "")
                     code = "" if status == 200 else str(body["error"]["code"])
+                    # As a well-behaved client does: honour Retry-After (capped at 1 s).
+                    pause = min(float(response.headers.get("retry-after", 0)), 1.0)
                 except (httpx.HTTPError, ValueError, KeyError):
-                    pass
+                    pause = 0.1
                 with self._lock:
                     self.outcomes.append(Outcome(sent, time.monotonic(), status, code, request_id))
+                self._stop.wait(pause)
 
 
 def in_flight_at(outcomes: list[Outcome], moment: float) -> list[Outcome]:
