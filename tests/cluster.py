@@ -109,7 +109,9 @@ def pending_count(redis: RedisServer, consumer: str | None = None) -> int:
 def fault_settings(latency_ms: float = 100, **settings: str) -> dict[str, str]:
     """Settings for the TEST-ONLY fault-injecting engine (worker/engines/fault_engine.py):
     fixed batch time, failures on demand through `fault_control_file`."""
-    return {"engine": "fault", "fault_latency_ms": str(latency_ms), **settings}
+    # The response cache off: repeated images must reach the workers.
+    base = {"engine": "fault", "fault_latency_ms": str(latency_ms), "response_cache_entries": "0"}
+    return {**base, **settings}
 
 
 def set_fault(control: Path, mode: str, latency_ms: float | None = None) -> None:
