@@ -226,6 +226,9 @@ class RedisWorker:
         next_reclaim = 0.0
         while not self._stopping.is_set():
             room = await self._room()
+            if self._stopping.is_set():
+                self._release(room)
+                break
             used = 0
             try:
                 if backoff.failing:

@@ -61,7 +61,9 @@ class RedisBroker:
         self.keys = k.Keys(settings.redis_namespace)
         self.gateway_id = uuid.uuid4().hex[:16]
         self.reply_to = self.keys.reply(self.gateway_id)
-        self._client = redis_client(settings)
+        # Commands give up when Redis is lost, so no request waits on a frozen Redis for
+        # longer than the probe takes to notice.
+        self._client = redis_client(settings, timeout_s=settings.redis_loss_timeout_s)
         self._blocking = redis_client(
             settings, block_s=REPLY_BLOCK_S, timeout_s=REPLY_READ_MARGIN_S
         )
