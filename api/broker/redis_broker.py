@@ -14,8 +14,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
-from typing import cast
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -46,6 +46,8 @@ ADMIT = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
 return redis.call('XADD', KEYS[1], '*', 'header', ARGV[2], 'tensor', ARGV[3])
 """
+
+T = TypeVar("T")
 
 REPLY_BLOCK_S = 1.0
 # The reply reader's socket waits this long past the block time. A read that times out
@@ -120,9 +122,12 @@ class RedisBroker:
         try:
             fields = encode_job(job, self.reply_to)
             try:
-                entry = await self._admit(
-                    keys=[self.keys.jobs(job.model)],
-                    args=[self.settings.max_queue, fields[b"header"], fields[b"tensor"]],
+                entry = await self._unless_lost(
+                    self._admit(
+                        keys=[self.keys.jobs(job.model)],
+                        args=[self.settings.max_queue, fields[b"header"], fields[b"tensor"]],
+                    ),
+                    future,
                 )
             except RedisError as exc:
                 log.warning("could not enqueue a job: %r", exc)
@@ -140,6 +145,20 @@ class RedisBroker:
                 raise DeadlineExceeded("no result before the request deadline") from None
         finally:
             self._waiters.pop(job.job_id, None)
+
+    @staticmethod
+    async def _unless_lost(command: Awaitable[T], waiter: asyncio.Future[Result]) -> T:
+        """Await a Redis command, unless Redis is lost first (the probe fails `waiter`):
+        a command to a frozen Redis would otherwise hold the request for its timeouts."""
+        task = asyncio.ensure_future(command)
+        both: set[asyncio.Future[Any]] = {task, waiter}
+        await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and waiter.done() and not waiter.cancelled():
+            lost = waiter.exception()
+            if lost is not None:
+                task.cancel()
+                raise lost
+        return await task
 
     async def close(self) -> None:
         """Drain: stop admitting, wait for in-flight requests (bounded), stop the loops."""
