@@ -193,6 +193,7 @@ class RedisWorker:
                         len(entries), exc)  # fmt: skip
             return
         self._held.clear()
+        self.metrics.handed_back_jobs.labels(self.name).inc(len(handed))
         log.warning("%s: handed %d jobs back for reclaim", why, len(handed))
 
     # Taking jobs
@@ -318,6 +319,7 @@ class RedisWorker:
                 continue
             for job_id, h in held.items():
                 if h.entry_id not in kept and self._held.pop(job_id, None) is not None:
+                    self.metrics.lost_leases.labels(self.name).inc()
                     log.warning("lost the lease on entry %s: its new owner answers it",
                                 h.entry_id.decode())  # fmt: skip
 
@@ -346,12 +348,14 @@ class RedisWorker:
             answers.append(Answer(held.entry_id, held.reply_to, encode_reply(job.job_id, outcome)))
         try:
             answered = await self.leases.answer(answers)
-            await self.leases.hand_back(retries, self.idle_ms)
+            retried = await self.leases.hand_back(retries, self.idle_ms)
+            self.metrics.handed_back_jobs.labels(self.name).inc(len(retried))
         except RedisError as exc:
             # Unanswered and no longer renewed: reclaimed once Redis is back.
             log.error("could not publish %d results: %r", len(answers), exc)
             return
         if len(answered) < len(answers):
+            self.metrics.lost_leases.labels(self.name).inc(len(answers) - len(answered))
             log.warning("%d results not published: their leases were lost",
                         len(answers) - len(answered))  # fmt: skip
 
