@@ -58,7 +58,8 @@ async def healthz(request: Request) -> Response:
 )
 async def readyz(request: Request) -> Response:
     """Ready: standalone, the model is loaded and warm and the batcher runs; distributed,
-    Redis is reachable and at least one model has been announced by a worker."""
+    Redis answers, the reply dispatcher reads and the queue monitor observes (workers are
+    not needed: with none, jobs wait in the queue)."""
     classifier: Classifier = request.app.state.classifier
     if not classifier.broker.ready():
         # Expected while starting or draining: an answer, not an error. Neither logged

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 WORKER_GROUP = "workers"
 # A gateway's reply list outlives the gateway by this much, then Redis drops it.
 REPLY_TTL_S = 60
-# Model descriptions are refreshed by every worker heartbeat; a model nobody serves for a
-# day disappears from gateways.
+# Model descriptions are refreshed by every worker heartbeat; gateways keep the last one
+# they read, and serve the models of their own configuration whatever Redis holds.
 MODEL_INFO_TTL_S = 24 * 3600
 # Dead letters are kept for inspection, the newest ones only (approximate trim).
 DEAD_LETTER_MAXLEN = 10_000
@@ -48,6 +48,7 @@ class Keys:
         return f"{self.namespace}:model:{model}"
 
     def model_info_pattern(self) -> str:
+        """Only for tools: gateways know their models from configuration."""
         return f"{self.namespace}:model:*"
 
     def worker(self, model: str, worker_id: str) -> str:
@@ -55,7 +56,18 @@ class Keys:
         return f"{self.namespace}:worker:{model}:{worker_id}"
 
     def worker_pattern(self, model: str) -> str:
+        """Only for tools: services never SCAN, they read the registry below."""
         return f"{self.namespace}:worker:{model}:*"
+
+    def worker_registry(self, model: str) -> str:
+        """Sorted set: worker id -> when its registration lapses (ms, Redis clock). Pruned
+        by gateways; TTL three heartbeat intervals, refreshed by each heartbeat."""
+        return f"{self.namespace}:workers:{model}"
+
+    def worker_stats(self, model: str) -> str:
+        """Hash: worker id -> JSON heartbeat (throughput, batches). Same TTL and pruning
+        as `worker_registry`."""
+        return f"{self.namespace}:workers:{model}:stats"
 
     # Bulk jobs (arq). Each key's TTL is set where it is written (api/bulk/store.py).
 

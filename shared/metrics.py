@@ -157,9 +157,27 @@ class Metrics:
             "Bulk jobs waiting in arq's queue for a jobs-worker (read from Redis at scrape)",
             registry=rd,
         )
+        self.lost_leases = Counter(
+            "resnet_serve_lost_leases_total",
+            "Held jobs another worker claimed before this one renewed them (should stay 0)",
+            ["model"],
+            registry=r,
+        )
+        self.handed_back_jobs = Counter(
+            "resnet_serve_handed_back_jobs_total",
+            "Held jobs handed back for immediate reclaim (stopping, engine broken, retries)",
+            ["model"],
+            registry=r,
+        )
 
     def start_model(self, model: str) -> None:
         """Create a model's labelled series at zero, so dashboards and alerts see the
         series (and `rate()` works) before the first event happens."""
-        for metric in (self.expired_jobs, self.reclaimed_jobs, self.dead_lettered):
+        for metric in (
+            self.expired_jobs,
+            self.reclaimed_jobs,
+            self.dead_lettered,
+            self.lost_leases,
+            self.handed_back_jobs,
+        ):
             metric.labels(model)

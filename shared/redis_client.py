@@ -14,10 +14,13 @@ from resnet_serve.shared.settings import Settings
 COMMAND_TIMEOUT_S = 2.0
 
 
-def redis_client(settings: Settings, *, block_s: float = 0.0) -> Redis:
+def redis_client(
+    settings: Settings, *, block_s: float = 0.0, timeout_s: float = COMMAND_TIMEOUT_S
+) -> Redis:
+    """`timeout_s`: how long past `block_s` a reply may take before the command fails."""
     options: dict[str, Any] = {
-        "socket_connect_timeout": COMMAND_TIMEOUT_S,
-        "socket_timeout": COMMAND_TIMEOUT_S + block_s,
+        "socket_connect_timeout": min(timeout_s, COMMAND_TIMEOUT_S),
+        "socket_timeout": timeout_s + block_s,
         "health_check_interval": 15,
         "decode_responses": False,
     }

@@ -10,8 +10,12 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "RESNET_SERVE_"
+# Leases are renewed every third of the visibility timeout; below this, renewals alone
+# would keep a worker and Redis busy and one slow round trip would lose a lease.
+MIN_VISIBILITY_TIMEOUT_S = 0.3
 
-Engine = Literal["auto", "onnxruntime", "torchscript"]
+# "fault" is a TEST-ONLY engine (worker/engines/fault_engine.py): never chosen by "auto".
+Engine = Literal["auto", "onnxruntime", "torchscript", "fault"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
@@ -32,6 +36,11 @@ class Settings(BaseSettings):
 
     # Model and artifacts
     model: str = "resnet18"
+    models: str = Field(
+        "",
+        description="Gateway: comma-separated models it serves (default: just `model`, "
+        "which is also the default for requests); known from configuration, not from Redis",
+    )
     weights: str | None = Field(
         None, description="Weights file path, 'random', or unset to resolve the default"
     )
@@ -110,6 +119,18 @@ class Settings(BaseSettings):
     )
     max_deliveries: int = Field(3, ge=1, description="Deliveries before a job is dead-lettered")
     heartbeat_interval_s: float = Field(2.0, gt=0)
+    inference_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        description="Longest one batch may run before the worker's watchdog declares the "
+        "engine hung, hands its jobs back and exits; 0: 10x the slowest measured batch, >= 10 s",
+    )
+    redis_loss_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        description="Gateway: how long Redis may not answer before requests in flight are "
+        "answered 503 broker_unavailable",
+    )
     queue_latency_objective_s: float = Field(
         1.0, gt=0, description="Queue wait the workers_needed signal sizes the pool for"
     )
@@ -135,6 +156,12 @@ class Settings(BaseSettings):
     )
     bulk_concurrency: int = Field(16, ge=1, description="Images one jobs-worker has in flight")
 
+    # TEST-ONLY fault injection for `engine = "fault"` (worker/engines/fault_engine.py)
+    fault_latency_ms: float = Field(0.0, ge=0, description="Test only: fault engine batch time")
+    fault_control_file: Path | None = Field(
+        None, description="Test only: JSON file the fault engine reads before each batch"
+    )
+
     # Gateway auth: off unless keys are given
     api_keys: SecretStr | None = Field(None, description="Comma-separated API keys")
     api_keys_file: Path | None = Field(None, description="File of API keys, one per line")
@@ -150,6 +177,12 @@ class Settings(BaseSettings):
             raise ValueError("max_batch_wait_ms must be shorter than request_timeout_s")
         if self.visibility_timeout_s <= self.max_batch_wait_ms / 1000:
             raise ValueError("visibility_timeout_s must be longer than max_batch_wait_ms")
+        if self.visibility_timeout_s < MIN_VISIBILITY_TIMEOUT_S:
+            raise ValueError(
+                f"visibility_timeout_s must be at least {MIN_VISIBILITY_TIMEOUT_S} s: a worker "
+                "renews its leases three times per visibility timeout, and a renewal is a "
+                "Redis round trip"
+            )
         if self.max_upload_bytes > self.max_request_bytes:
             raise ValueError("max_upload_bytes cannot exceed max_request_bytes")
         if self.max_bulk_bytes > self.max_bulk_stored_bytes:
@@ -165,9 +198,15 @@ class Settings(BaseSettings):
         return self.weights_cache_dir or self.home_dir / "weights"
 
     @property
-    def heartbeat_file(self) -> Path:
-        """Touched by a healthy worker; `worker --check` reads its age (no Redis needed)."""
-        return self.home_dir / "run" / f"worker-{self.model}.heartbeat"
+    def served_models(self) -> list[str]:
+        """The models a gateway serves, its default (`model`) first."""
+        listed = [name.strip() for name in self.models.split(",") if name.strip()]
+        return [self.model, *(name for name in listed if name != self.model)]
+
+    @property
+    def run_dir(self) -> Path:
+        """Liveness files of the workers on this host (worker/liveness.py)."""
+        return self.home_dir / "run"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,11 @@ class Backoff:
         self.delay_s = self.first_s
 
 
-async def supervised(name: str, loop: Callable[[], Awaitable[None]]) -> None:
-    """Run `loop` forever; an unexpected exception is logged and the loop restarted."""
+async def supervised(
+    name: str, loop: Callable[[], Awaitable[None]], health: LoopHealth | None = None
+) -> None:
+    """Run `loop` forever; an unexpected exception is logged and the loop restarted. While
+    it crash-loops, `health` says so (readiness turns red)."""
     backoff = Backoff(first_s=0.5, max_s=10.0)
     while True:
         try:
@@ -39,4 +43,25 @@ async def supervised(name: str, loop: Callable[[], Awaitable[None]]) -> None:
             raise
         except Exception:
             log.exception("background loop %s failed; restarting", name)
+        if health is not None:
+            health.fail()
         await backoff.wait()
+
+
+class LoopHealth:
+    """Whether a background loop is doing its work: it calls `beat()` after each round
+    that worked; a failing or stalled loop stops beating. Readiness reads `healthy`."""
+
+    def __init__(self, stale_after_s: float) -> None:
+        self.stale_after_s = stale_after_s
+        self.last_beat: float | None = None
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def fail(self) -> None:
+        self.last_beat = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.last_beat is not None and time.monotonic() - self.last_beat < self.stale_after_s

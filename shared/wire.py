@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +29,9 @@ class Envelope:
 
     job: Job
     reply_to: str
+    # Seconds the job had left when its gateway queued it (absent from old gateways).
+    # Workers judge the deadline from it on Redis's clock, so host clocks may disagree.
+    budget_s: float | None = None
 
 
 def encode_job(job: Job, reply_to: str) -> dict[bytes, bytes]:
@@ -43,6 +47,8 @@ def encode_job(job: Job, reply_to: str) -> dict[bytes, bytes]:
         "deadline": job.deadline,
         "enqueued_at": job.enqueued_at,
         "reply_to": reply_to,
+        # The deadline again, as a budget: immune to clock skew between hosts.
+        "budget_s": max(job.deadline - time.time(), 0.0),
     }
     if job.full_scores:  # optional: only KServe v2's FP32 output asks for it
         header["full_scores"] = True
@@ -76,7 +82,9 @@ def decode_job(fields: dict[bytes, bytes]) -> Envelope:
             job_id=str(header["job_id"]),
             full_scores=header.get("full_scores") is True,
         )
-        return Envelope(job, str(header["reply_to"]))
+        budget = header.get("budget_s")
+        budget_s = float(budget) if isinstance(budget, int | float) else None
+        return Envelope(job, str(header["reply_to"]), budget_s)
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, MalformedMessage):
             raise

@@ -3,6 +3,8 @@ redis-server (fixtures `redis_server` and `resnet_artifact` in tests/conftest.py
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -102,3 +104,25 @@ def pending_count(redis: RedisServer, consumer: str | None = None) -> int:
         return 0
     entries = client.xpending_range(stream, "workers", "-", "+", 1000, consumername=consumer)
     return len(entries)
+
+
+def fault_settings(latency_ms: float = 100, **settings: str) -> dict[str, str]:
+    """Settings for the TEST-ONLY fault-injecting engine (worker/engines/fault_engine.py):
+    fixed batch time, failures on demand through `fault_control_file`."""
+    # The response cache off: repeated images must reach the workers.
+    base = {"engine": "fault", "fault_latency_ms": str(latency_ms), "response_cache_entries": "0"}
+    return {**base, **settings}
+
+
+def set_fault(control: Path, mode: str, latency_ms: float | None = None) -> None:
+    body: dict[str, object] = {"mode": mode}
+    if latency_ms is not None:
+        body["latency_ms"] = latency_ms
+    control.write_text(json.dumps(body))
+
+
+def gateway_id(server: Server) -> str:
+    """The id a gateway logs at start (its reply list is `...:reply:<id>`)."""
+    found = re.search(r"gateway ([0-9a-f]+) using Redis", server.log())
+    assert found, server.log()
+    return found.group(1)

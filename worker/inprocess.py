@@ -71,9 +71,6 @@ class InProcessBroker:
             max_batch=self.settings.max_batch,
             max_batch_wait_ms=self.settings.max_batch_wait_ms,
             metrics=self.metrics,
-            # The gateway shares this process's event loop: keep a batch ready for the
-            # engine so a flood of refusals on the loop cannot starve it.
-            pipeline_depth=2,
         )
         self._runner.start_thread()
         lower_loop_priority(self.settings.loop_nice)

@@ -1,12 +1,19 @@
 """Distributed mode's worker: jobs from a Redis stream through a consumer group, run by the
 same BatchRunner as standalone mode, results published to each job's gateway.
 
-Guarantees, and how:
-- nothing lost: a job is acknowledged (and deleted) in the same transaction that
-  publishes its result; jobs a dead worker held are reclaimed after the visibility timeout;
+The contract for held work (docs/architecture.md, "Held work"), and how:
+- every job held, prefetched or running, is leased: its owner renews it every third of
+  `visibility_timeout_s`, owner-checked (worker/leases.py), so only a dead or stopped
+  worker's jobs are reclaimed, and a job is answered once, by its current owner, in the
+  same script that acknowledges and deletes it;
+- reclaiming comes first: whenever the prefetch queue has room, lapsed jobs are claimed
+  before new ones are read, so a dead worker's jobs are picked up however busy the
+  survivors are;
+- a worker that stops for any reason (SIGTERM, a broken engine, a hung inference) hands
+  what it still holds back for immediate reclaim; a broken engine or a hung inference
+  also makes it exit non-zero;
 - no poison loops: a job whose inference keeps failing is dead-lettered after
-  `max_deliveries` deliveries and its client gets an error;
-- the engine never waits on Redis: a reader task keeps up to one batch prefetched.
+  `max_deliveries` deliveries and its client gets an error.
 """
 
 from __future__ import annotations
@@ -23,7 +30,6 @@ from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
 from resnet_serve.shared import keys as k
@@ -33,27 +39,35 @@ from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.redis_client import redacted, redis_client
 from resnet_serve.shared.settings import Settings
 from resnet_serve.shared.supervise import Backoff
-from resnet_serve.shared.wire import (
-    HEADER,
-    MalformedMessage,
-    decode_job,
-    encode_model_info,
-    encode_reply,
-)
+from resnet_serve.shared.wire import HEADER, MalformedMessage, decode_job, encode_reply
+from resnet_serve.worker.leases import Answer, Leases
+from resnet_serve.worker.liveness import Liveness
 from resnet_serve.worker.model.loading import LoadedModel, load_model
-from resnet_serve.worker.runner import BatchRunner
+from resnet_serve.worker.registry import Registration
+from resnet_serve.worker.runner import BatchRunner, EngineBroken
+from resnet_serve.worker.watchdog import check_batch_time, hung_inference, inference_limit_s
 
 log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 500  # how long a read waits for work; also bounds how fast SIGTERM is seen
-RECLAIM_SCAN = 64  # pending entries inspected per reclaim pass
+HAND_BACK_TIMEOUT_S = 5.0  # a stopping worker's last attempt to return its jobs
 
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry as redis-py returns it
 
 
+class WorkerFailed(RuntimeError):
+    """The worker cannot go on (broken engine, hung inference, impossible settings);
+    its jobs were handed back. `exit_code` is the process's."""
+
+    def __init__(self, message: str, *, exit_code: int = 3, hung: bool = False) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.hung = hung
+
+
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A job this worker has taken and not yet acknowledged."""
+    """A job this worker has taken and not yet answered."""
 
     entry_id: bytes
     reply_to: str
@@ -82,8 +96,21 @@ class RedisWorker:
         self.worker_id = settings.worker_id or default_worker_id()
         self._client = client
         self._blocking = blocking
-        # Prefetch: at most one batch waits here while the engine runs the current one.
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.max_batch)
+        self.leases = Leases(
+            client,
+            self.stream,
+            self.keys.dead_letters(self.name),
+            k.WORKER_GROUP,
+            self.worker_id,
+            reply_ttl_s=k.REPLY_TTL_S,
+            dead_letter_maxlen=k.DEAD_LETTER_MAXLEN,
+        )
+        self.registration = Registration(client, self.keys, self.name, self.worker_id)
+        self.liveness = Liveness(settings, self.worker_id)
+        # Prefetch: at most one batch waits while the engine runs the current one. A slot
+        # is taken per job read or claimed, and freed when the runner takes the job.
+        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(settings.max_batch)
         self._held: dict[str, Held] = {}
         self._stopping = asyncio.Event()
         self.runner = BatchRunner(
@@ -93,6 +120,7 @@ class RedisWorker:
             max_batch=settings.max_batch,
             max_batch_wait_ms=settings.max_batch_wait_ms,
             metrics=metrics,
+            on_take=self._taken,
         )
         self.batches = 0
 
@@ -100,39 +128,50 @@ class RedisWorker:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    @property
+    def idle_ms(self) -> int:
+        """How long a lease lasts without renewal: then the job is anyone's."""
+        return int(self.settings.visibility_timeout_s * 1000)
+
     def stop(self) -> None:
-        """Graceful stop (SIGTERM): stop reading, finish and acknowledge what was taken."""
+        """Graceful stop (SIGTERM): stop reading, finish and answer what was taken."""
         log.info("stopping: finishing %d taken jobs", len(self._held))
         self._stopping.set()
 
     async def run(self) -> None:
-        """Serve until `stop()`; raises if a part of the worker dies, so the process exits
-        non-zero and its supervisor restarts it."""
+        """Serve until `stop()`. Raises `WorkerFailed`, after handing its jobs back, if the
+        engine breaks, an inference hangs or a part of the worker dies."""
         self.metrics.max_batch.labels(self.name).set(self.settings.max_batch)
         runner = asyncio.create_task(self.runner.run(), name="batch-runner")
         reader = asyncio.create_task(self._read_loop(), name="reader")
+        watchdog = asyncio.create_task(hung_inference(self.runner, self.settings), name="watchdog")
         helpers = [
-            asyncio.create_task(self._reclaim_loop(), name="reclaimer"),
-            asyncio.create_task(self._heartbeat_loop(runner), name="heartbeat"),
+            asyncio.create_task(self._renew_loop(), name="lease-renewer"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
         ]
         stopping = asyncio.create_task(self._stopping.wait(), name="stop")
+        tasks = [stopping, runner, reader, watchdog, *helpers]
         try:
-            done, _ = await asyncio.wait(
-                [stopping, runner, reader, *helpers], return_when=asyncio.FIRST_COMPLETED
-            )
-            if stopping not in done:
-                failed = done.pop()
-                raise RuntimeError(f"worker task {failed.get_name()} stopped: {failed!r}")
-            await reader  # returns within one read block after stop()
-            await self._finish_taken(runner)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if stopping in done:
+                await reader  # returns within one read block after stop()
+                await self._finish_taken(runner)
+                await self._hand_back_all("stopping")
+                return
+            reader.cancel()
+            failure = _failure(done.pop())
+            log.critical("%s; handing %d held jobs back", failure, len(self._held))
+            await self._hand_back_all("failing")
+            raise failure
         finally:
-            for task in [stopping, runner, reader, *helpers]:
+            for task in tasks:
                 task.cancel()
-            for task in [runner, reader, *helpers]:
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             with contextlib.suppress(RedisError):
-                await self._client.delete(self.keys.worker(self.name, self.worker_id))
+                await self.registration.unregister()
+            self.liveness.remove()
 
     async def _finish_taken(self, runner: asyncio.Task[None]) -> None:
         deadline = time.monotonic() + self.settings.request_timeout_s
@@ -140,8 +179,22 @@ class RedisWorker:
             if runner.done():
                 break
             await asyncio.sleep(0.01)
-        if self._held:
-            log.warning("%d jobs left unacknowledged; they will be reclaimed", len(self._held))
+
+    async def _hand_back_all(self, why: str) -> None:
+        """The contract: a stopping worker returns what it holds for immediate reclaim."""
+        entries = [held.entry_id for held in self._held.values()]
+        if not entries:
+            return
+        try:
+            async with asyncio.timeout(HAND_BACK_TIMEOUT_S):
+                handed = await self.leases.hand_back(entries, self.idle_ms)
+        except (RedisError, TimeoutError) as exc:
+            log.warning("could not hand %d jobs back (%r): reclaimed after their lease lapses",
+                        len(entries), exc)  # fmt: skip
+            return
+        self._held.clear()
+        self.metrics.handed_back_jobs.labels(self.name).inc(len(handed))
+        log.warning("%s: handed %d jobs back for reclaim", why, len(handed))
 
     # Taking jobs
 
@@ -154,178 +207,205 @@ class RedisWorker:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    async def _room(self) -> int:
+        """Wait for at least one free prefetch slot; take all free ones."""
+        await self._slots.acquire()
+        room = 1
+        while not self._slots.locked():
+            await self._slots.acquire()
+            room += 1
+        return room
+
+    def _taken(self, job: Job) -> bool:
+        """The runner took `job` into a batch: free its slot; run it only if still ours."""
+        self._slots.release()
+        return job.job_id in self._held
+
     async def _read_loop(self) -> None:
         backoff = Backoff()
+        reclaim_every_s = self.settings.visibility_timeout_s / 4
+        next_reclaim = 0.0
         while not self._stopping.is_set():
-            room = self._queue.maxsize - self._queue.qsize()
+            room = await self._room()
+            if self._stopping.is_set():
+                self._release(room)
+                break
+            used = 0
             try:
                 if backoff.failing:
                     await self.ensure_group()
-                response = await self._blocking.xreadgroup(
-                    k.WORKER_GROUP,
-                    self.worker_id,
-                    {self.stream: ">"},
-                    count=max(room, 1),
-                    block=READ_BLOCK_MS,
-                )
+                if time.monotonic() >= next_reclaim:
+                    # Lapsed leases first: claimed as soon as there is room, however busy.
+                    used = await self._reclaim(room)
+                    if used < room:
+                        next_reclaim = time.monotonic() + reclaim_every_s
+                if used < room:
+                    used += await self._read_new(room - used)
             except RedisError as exc:
                 if not backoff.failing:
                     log.warning("cannot read jobs: %r; retrying", exc)
+                self._release(room - used)
                 await backoff.wait()
                 continue
+            self._release(room - used)
             if backoff.failing:
                 log.info("reading jobs again")
             backoff.reset()
-            streams = cast(list[tuple[bytes, list[Entry]]], response or [])
-            for _stream, entries in streams:
-                for entry_id, fields in entries:
-                    await self._accept(entry_id, fields, deliveries=1)
 
-    async def _accept(self, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> None:
+    def _release(self, slots: int) -> None:
+        for _ in range(slots):
+            self._slots.release()
+
+    async def _read_new(self, count: int) -> int:
+        response = await self._blocking.xreadgroup(
+            k.WORKER_GROUP,
+            self.worker_id,
+            {self.stream: ">"},
+            count=count,
+            block=READ_BLOCK_MS,
+        )
+        taken = 0
+        for _stream, entries in cast(list[tuple[bytes, list[Entry]]], response or []):
+            for entry_id, fields in entries:
+                taken += await self._accept(entry_id, fields, deliveries=1)
+        return taken
+
+    async def _reclaim(self, room: int) -> int:
+        """Claim jobs whose lease lapsed (owner dead, stopped, or handed them back)."""
+        if self._stopping.is_set():
+            return 0
+        taken = 0
+        for claimed in await self.leases.reclaim(self.idle_ms, room):
+            entry_id, fields = claimed.entry_id, claimed.fields
+            if claimed.deliveries > self.settings.max_deliveries:
+                reason = f"inference failed {claimed.deliveries - 1} times"
+                await self._dead_letter(entry_id, fields, reason)
+                continue
+            self.metrics.reclaimed_jobs.labels(self.name).inc()
+            log.info("reclaimed job entry %s (delivery %d)", entry_id.decode(), claimed.deliveries)
+            taken += await self._accept(entry_id, fields, claimed.deliveries)
+        return taken
+
+    async def _accept(self, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> int:
+        """Hold and queue one entry; 1 if it took a prefetch slot."""
         try:
             envelope = decode_job(fields)
             if envelope.job.model != self.name:
                 raise MalformedMessage(f"job for {envelope.job.model!r} on {self.name}'s stream")
         except MalformedMessage as exc:
             await self._dead_letter(entry_id, fields, str(exc))
-            return
+            return 0
         job = envelope.job
+        if envelope.budget_s is not None:
+            # Judged on Redis's clock: the entry id is when Redis added the job.
+            added_s = int(entry_id.split(b"-")[0]) / 1000 - self.registration.clock_offset_s
+            job.enqueued_at = added_s
+            job.deadline = added_s + envelope.budget_s
         self._held[job.job_id] = Held(entry_id, envelope.reply_to, deliveries)
-        await self._queue.put(job)
+        self._queue.put_nowait(job)
+        return 1
 
-    async def _reclaim_loop(self) -> None:
+    async def _renew_loop(self) -> None:
+        """Renew the lease of every held job, three times per visibility timeout."""
         while True:
-            await asyncio.sleep(self.settings.visibility_timeout_s / 2)
+            await asyncio.sleep(self.settings.visibility_timeout_s / 3)
+            held = dict(self._held)
+            if not held:
+                continue
             try:
-                await self._reclaim()
+                kept = await self.leases.renew([h.entry_id for h in held.values()])
             except RedisError as exc:
-                log.debug("reclaim pass skipped: %r", exc)
-
-    async def _reclaim(self) -> None:
-        """Take over jobs another worker (or this one, on a failed attempt) held too long."""
-        idle_ms = int(self.settings.visibility_timeout_s * 1000)
-        pending = await self._client.xpending_range(
-            self.stream, k.WORKER_GROUP, min="-", max="+", count=RECLAIM_SCAN, idle=idle_ms
-        )
-        mine = {held.entry_id for held in self._held.values()}
-        for item in pending:
-            entry_id = cast(bytes, item["message_id"])
-            if entry_id in mine or self._queue.full() or self._stopping.is_set():
+                log.debug("lease renewal skipped: %r", exc)
                 continue
-            # XCLAIM is atomic: if two workers race for an entry, one gets it.
-            claimed = await self._client.xclaim(
-                self.stream, k.WORKER_GROUP, self.worker_id, idle_ms, [entry_id]
-            )
-            if not claimed:
-                continue
-            _, fields = cast(list[Entry], claimed)[0]
-            if not fields:  # deleted meanwhile: only its pending record was left
-                await self._client.xack(self.stream, k.WORKER_GROUP, entry_id)
-                continue
-            deliveries = int(item["times_delivered"]) + 1
-            if deliveries > self.settings.max_deliveries:
-                reason = f"inference failed {deliveries - 1} times"
-                await self._dead_letter(entry_id, fields, reason)
-                continue
-            self.metrics.reclaimed_jobs.labels(self.name).inc()
-            log.info("reclaimed job entry %s (delivery %d)", entry_id.decode(), deliveries)
-            await self._accept(entry_id, fields, deliveries)
+            for job_id, h in held.items():
+                if h.entry_id not in kept and self._held.pop(job_id, None) is not None:
+                    self.metrics.lost_leases.labels(self.name).inc()
+                    log.warning("lost the lease on entry %s: its new owner answers it",
+                                h.entry_id.decode())  # fmt: skip
 
     # Answering
 
     async def _deliver(self, outcomes: list[tuple[Job, Result | ServeError]]) -> None:
-        """Publish results and acknowledge their jobs in one transaction. A failed attempt
-        below `max_deliveries` stays pending, to be retried after the visibility timeout."""
+        """Publish results and acknowledge their jobs in one owner-checked script. A failed
+        attempt below `max_deliveries` is handed back to be retried by any worker."""
         self.batches += 1
-        pipe = self._client.pipeline(transaction=True)
+        answers, retries = [], []
         for job, outcome in outcomes:
-            held = self._held.pop(job.job_id)
+            held = self._held.pop(job.job_id, None)
+            if held is None:
+                continue  # lease lost meanwhile: its new owner answers it
             if isinstance(outcome, InferenceFailed):
                 if held.deliveries < self.settings.max_deliveries:
+                    retries.append(held.entry_id)
                     continue
                 reason = f"{outcome.message} on each of {held.deliveries} deliveries"
-                self._add_dead_letter(pipe, held.entry_id, job, reason)
-                outcome = DeadLettered(f"the job was dead-lettered: {reason}")
-            pipe.rpush(held.reply_to, encode_reply(job.job_id, outcome))
-            pipe.expire(held.reply_to, k.REPLY_TTL_S)
-            pipe.xack(self.stream, k.WORKER_GROUP, held.entry_id)
-            pipe.xdel(self.stream, held.entry_id)
+                self.metrics.dead_lettered.labels(self.name).inc()
+                header = json.dumps({"job_id": job.job_id, "request_id": job.request_id})
+                error = DeadLettered(f"the job was dead-lettered: {reason}")
+                reply = encode_reply(job.job_id, error)
+                answers.append(Answer(held.entry_id, held.reply_to, reply, header.encode(), reason))
+                continue
+            answers.append(Answer(held.entry_id, held.reply_to, encode_reply(job.job_id, outcome)))
         try:
-            await pipe.execute()
+            answered = await self.leases.answer(answers)
+            retried = await self.leases.hand_back(retries, self.idle_ms)
+            self.metrics.handed_back_jobs.labels(self.name).inc(len(retried))
         except RedisError as exc:
-            # Unacknowledged, so another delivery will answer them once Redis is back.
-            log.error("could not publish %d results: %r", len(outcomes), exc)
-
-    def _add_dead_letter(self, pipe: Pipeline, entry_id: bytes, job: Job, reason: str) -> None:
-        header = json.dumps({"job_id": job.job_id, "request_id": job.request_id})
-        self._dead_letter_commands(pipe, entry_id, header.encode(), reason)
+            # Unanswered and no longer renewed: reclaimed once Redis is back.
+            log.error("could not publish %d results: %r", len(answers), exc)
+            return
+        if len(answered) < len(answers):
+            self.metrics.lost_leases.labels(self.name).inc(len(answers) - len(answered))
+            log.warning("%d results not published: their leases were lost",
+                        len(answers) - len(answered))  # fmt: skip
 
     async def _dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
         """Move an entry to the dead-letter stream and answer its client if it can be read."""
         log.warning("dead-lettering job entry %s: %s", entry_id.decode(), reason)
-        pipe = self._client.pipeline(transaction=True)
-        self._dead_letter_commands(pipe, entry_id, fields.get(HEADER, b""), reason)
+        self.metrics.dead_lettered.labels(self.name).inc()
+        reply_to, reply = self.stream, b""  # a placeholder key when there is no reply
         with contextlib.suppress(MalformedMessage):
             envelope = decode_job(fields)
             error = DeadLettered(f"the job was dead-lettered: {reason}")
-            pipe.rpush(envelope.reply_to, encode_reply(envelope.job.job_id, error))
-            pipe.expire(envelope.reply_to, k.REPLY_TTL_S)
-        pipe.xack(self.stream, k.WORKER_GROUP, entry_id)
-        pipe.xdel(self.stream, entry_id)
-        await pipe.execute()
-
-    def _dead_letter_commands(
-        self, pipe: Pipeline, entry_id: bytes, header: bytes, reason: str
-    ) -> None:
-        self.metrics.dead_lettered.labels(self.name).inc()
-        pipe.xadd(
-            self.keys.dead_letters(self.name),
-            {"header": header, "reason": reason, "entry": entry_id, "worker": self.worker_id},
-            maxlen=k.DEAD_LETTER_MAXLEN,
-            approximate=True,
-        )
+            reply_to, reply = envelope.reply_to, encode_reply(envelope.job.job_id, error)
+        header = fields.get(HEADER) or b"-"
+        await self.leases.answer([Answer(entry_id, reply_to, reply, header, reason)])
 
     # Liveness
 
-    async def _heartbeat_loop(self, runner: asyncio.Task[None]) -> None:
+    def _progressing(self) -> bool:
+        """Waiting for work, or in an engine call younger than the watchdog's limit."""
+        started = self.runner.inferring_since
+        limit = inference_limit_s(self.runner, self.settings)
+        return started is None or time.monotonic() - started < limit
+
+    async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval_s
-        beat_file = self.settings.heartbeat_file
-        beat_file.parent.mkdir(parents=True, exist_ok=True)
-        while not runner.done():
-            beat = {
+        while True:
+            stats = {
                 "worker": self.worker_id,
                 "images_per_s": self.runner.images_per_s,
                 "batches": self.batches,
                 "max_batch": self.settings.max_batch,
             }
             try:
-                pipe = self._client.pipeline(transaction=False)
-                pipe.set(
-                    self.keys.worker(self.name, self.worker_id),
-                    json.dumps(beat),
-                    px=int(interval * 3000),
-                )
-                pipe.set(
-                    self.keys.model_info(self.name),
-                    encode_model_info(self.model.info),
-                    ex=k.MODEL_INFO_TTL_S,
-                )
-                await pipe.execute()
+                await self.registration.register(stats, self.model.info, 3 * interval)
             except RedisError as exc:
                 log.debug("heartbeat not written to Redis: %r", exc)
-            # Local liveness says the loop runs, whether or not Redis is up: a Redis
-            # outage must not make Kubernetes restart every worker.
-            beat_file.touch()
+            # Local liveness is progress, whether or not Redis is up: a Redis outage must
+            # not make Kubernetes restart every worker.
+            if self._progressing():
+                self.liveness.beat()
             await asyncio.sleep(interval)
 
 
-def heartbeat_fresh(settings: Settings) -> bool:
-    """For `worker --check`: has this worker's loop written its heartbeat lately?"""
-    try:
-        age = time.time() - settings.heartbeat_file.stat().st_mtime
-    except FileNotFoundError:
-        return False
-    return age < max(3 * settings.heartbeat_interval_s, 5.0)
+def _failure(task: asyncio.Task[object]) -> WorkerFailed:
+    if task.get_name() == "watchdog":
+        return WorkerFailed(f"inference hung: {task.result()}", hung=True)
+    exc = task.exception() if not task.cancelled() else None
+    if isinstance(exc, EngineBroken):
+        return WorkerFailed(f"the engine is broken: {exc}")
+    return WorkerFailed(f"worker task {task.get_name()} stopped: {exc!r}")
 
 
 async def serve_worker(settings: Settings) -> None:
@@ -336,6 +416,10 @@ async def serve_worker(settings: Settings) -> None:
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, settings.host, metrics.registry)
     model = await asyncio.to_thread(load_model, settings)
+    refusal = check_batch_time(settings, model.max_batch_s)
+    if refusal:
+        model.engine.close()
+        raise WorkerFailed(refusal, exit_code=2)
     client = redis_client(settings)
     blocking = redis_client(settings, block_s=READ_BLOCK_MS / 1000)
     worker = RedisWorker(settings, metrics, model, client, blocking)
@@ -347,6 +431,14 @@ async def serve_worker(settings: Settings) -> None:
     try:
         await _connect(worker, url)
         await worker.run()
+    except WorkerFailed as exc:
+        if exc.hung:
+            # The inference thread cannot be stopped, and the interpreter would wait for
+            # it at exit: the jobs are handed back, so leave now.
+            log.critical("exiting with status %d: %s", exc.exit_code, exc)
+            logging.shutdown()
+            os._exit(exc.exit_code)
+        raise
     finally:
         model.engine.close()
         await client.aclose()

@@ -8,7 +8,6 @@ so the Redis worker publishes and acknowledges them in one round trip.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,12 +19,22 @@ from resnet_serve.shared.errors import DeadlineExceeded, InferenceFailed, ServeE
 from resnet_serve.shared.jobs import Job, Prediction, Result
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.worker.batching import next_batch
+from resnet_serve.worker.engines.base import is_fatal
 from resnet_serve.worker.model.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
 Outcome = Result | ServeError
 Deliver = Callable[[list[tuple[Job, Outcome]]], Awaitable[None]]
+# Distinct jobs failing alone in a row, with no success between, that mean the engine
+# (not the inputs) is broken.
+BROKEN_AFTER_FAILURES = 3
+
+
+class EngineBroken(RuntimeError):
+    """The engine, not an input, failed: the runner stops and its owner hands its jobs
+    back. Raised for a fatal error class, a batch whose every job also fails alone, or
+    `BROKEN_AFTER_FAILURES` different jobs failing in a row."""
 
 
 def top_k(probabilities: np.ndarray, k: int, labels: Sequence[str]) -> list[Prediction]:
@@ -45,7 +54,7 @@ class BatchRunner:
         max_batch: int,
         max_batch_wait_ms: float,
         metrics: Metrics,
-        pipeline_depth: int = 1,
+        on_take: Callable[[Job], bool] | None = None,
     ) -> None:
         self.model = model
         self.queue = queue
@@ -56,12 +65,13 @@ class BatchRunner:
         metrics.start_model(model.manifest.name)
         self.images_per_s = 0.0  # smoothed drain rate, for Retry-After
         self.busy = False  # between taking a batch and delivering its outcomes
-        # Batches taken at once. Above 1, the next batch waits in the engine's thread
-        # while this one runs, so the engine does not idle while the event loop is busy
-        # (a gateway refusing a flood of requests in the same process): the engine thread
-        # goes from batch to batch without a round trip through the loop.
-        self.pipeline_depth = pipeline_depth
-        self._active = 0
+        # When the engine call now running started (monotonic), None otherwise: the
+        # watchdog and the liveness probe judge progress from it.
+        self.inferring_since: float | None = None
+        self.slowest_batch_s = model.max_batch_s  # engine time, warm-up included
+        # Called once per job as its batch is taken; False drops the job (no longer held).
+        self._on_take = on_take
+        self._failed_alone: set[str] = set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
 
     def start_thread(self) -> None:
@@ -69,33 +79,20 @@ class BatchRunner:
         self._executor.submit(lambda: None).result()
 
     async def run(self) -> None:
-        in_flight: set[asyncio.Task[None]] = set()
         try:
             while True:
                 batch = await next_batch(self.queue, self.max_batch, self.max_wait_s)
-                self._active += 1
                 self.busy = True
-                task = asyncio.create_task(self._process(batch))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-                if len(in_flight) >= self.pipeline_depth:
-                    done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                    for finished in done:
-                        finished.result()  # a failed delivery stops the runner, as before
+                try:
+                    if self._on_take is not None:
+                        batch = [job for job in batch if self._on_take(job)]
+                    if batch:
+                        await self.deliver(await self.run_batch(batch))
+                finally:
+                    self.busy = False
         finally:
-            for task in in_flight:
-                task.cancel()
-            for task in list(in_flight):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            self._executor.shutdown(wait=True)
-
-    async def _process(self, batch: list[Job]) -> None:
-        try:
-            await self.deliver(await self.run_batch(batch))
-        finally:
-            self._active -= 1
-            self.busy = self._active > 0
+            # Not waiting: a hung inference thread must not hang the caller too.
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def run_batch(self, batch: list[Job]) -> list[tuple[Job, Outcome]]:
         now = time.time()
@@ -118,15 +115,25 @@ class BatchRunner:
         start = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
-            probabilities = await loop.run_in_executor(self._executor, self._infer, live)
+            self.inferring_since = time.monotonic()
+            try:
+                probabilities = await loop.run_in_executor(self._executor, self._infer, live)
+            finally:
+                self.inferring_since = None
         except Exception as exc:
+            if is_fatal(exc):
+                raise EngineBroken(f"fatal engine error: {exc!r}") from exc
             if len(live) > 1:
-                # One bad job must not fail its batch-mates: run each alone.
-                log.warning("a batch of %d failed (%r); retrying one by one", len(live), exc)
-                return [o for job in live for o in await self._run_live([job], now)]
+                return await self._run_alone(live, now, exc)
             log.error("inference failed for job %s: %r", live[0].job_id, exc)
+            self._failed_alone.add(live[0].job_id)
+            if len(self._failed_alone) >= BROKEN_AFTER_FAILURES:
+                raise EngineBroken(
+                    f"{len(self._failed_alone)} different jobs failed in a row: {exc!r}"
+                ) from exc
             return [(live[0], InferenceFailed(f"inference failed: {type(exc).__name__}"))]
         elapsed = time.perf_counter() - start
+        self._failed_alone.clear()
         self._observe(len(live), elapsed)
         version = self.model.manifest.version
         return [
@@ -145,6 +152,17 @@ class BatchRunner:
             for job, row in zip(live, probabilities, strict=True)
         ]
 
+    async def _run_alone(
+        self, live: list[Job], now: float, exc: Exception
+    ) -> list[tuple[Job, Outcome]]:
+        """One bad job must not fail its batch-mates: run each alone. If every one fails
+        alone too, the engine is what is broken."""
+        log.warning("a batch of %d failed (%r); retrying one by one", len(live), exc)
+        outcomes = [o for job in live for o in await self._run_live([job], now)]
+        if all(isinstance(outcome, InferenceFailed) for _, outcome in outcomes):
+            raise EngineBroken(f"every job of a batch of {len(live)} failed alone too: {exc!r}")
+        return outcomes
+
     def _infer(self, jobs: list[Job]) -> np.ndarray:
         return self.model.engine.infer(np.stack([job.image for job in jobs]))
 
@@ -152,5 +170,6 @@ class BatchRunner:
         name = self.model.manifest.name
         self.metrics.batch_size.labels(name).observe(size)
         self.metrics.inference_seconds.labels(name).observe(elapsed)
+        self.slowest_batch_s = max(self.slowest_batch_s, elapsed)
         rate = size / max(elapsed, 1e-6)
         self.images_per_s = rate if not self.images_per_s else 0.8 * self.images_per_s + 0.2 * rate

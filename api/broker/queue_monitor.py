@@ -1,6 +1,12 @@
-"""Watches each model's job stream and workers in Redis, once a second: readiness (Redis
-reachable), the models workers announced, the queue gauges, Retry-After and the
-workers-needed autoscaling signal. Every gateway computes the same values."""
+"""Watches each served model's job stream and workers in Redis, once a second: the
+models' descriptions, the queue gauges, Retry-After and the workers-needed autoscaling
+signal. Every gateway computes the same values.
+
+The models come from the gateway's own configuration (`model`, `models`), so they stay
+served through any length of scale-to-zero and a Redis flush; a worker's description
+refines what the gateway knows of one (version, engine, input size) once it is seen.
+No keyspace scans: per model, one script reads the stream and the worker registry
+(a sorted set of registrations, pruned here), one GET reads the description."""
 
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from resnet_serve.shared import keys as k
 from resnet_serve.shared.jobs import ModelInfo
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
-from resnet_serve.shared.supervise import Backoff
+from resnet_serve.shared.supervise import Backoff, LoopHealth
 from resnet_serve.shared.wire import MalformedMessage, decode_model_info
 
 log = logging.getLogger(__name__)
@@ -43,8 +49,31 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
 end
 local now = redis.call('TIME')
-return {length, pending, oldest, added, redis.call('XLEN', KEYS[2]), now[1], now[2]}
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ms)
+for _, worker in ipairs(lapsed) do
+  redis.call('ZREM', KEYS[3], worker)
+  redis.call('HDEL', KEYS[4], worker)
+end
+local live = redis.call('ZRANGE', KEYS[3], 0, -1)
+local beats = {}
+if #live > 0 then beats = redis.call('HMGET', KEYS[4], unpack(live)) end
+return {length, pending, oldest, added, redis.call('XLEN', KEYS[2]), now[1], now[2], beats}
 """
+
+
+# Until a worker describes a model, a gateway assumes the ImageNet recipe every built-in
+# model uses (resize 256, crop 224, 1000 classes).
+def configured_model(name: str) -> ModelInfo:
+    return ModelInfo(
+        name=name,
+        version="unknown",
+        engine="unknown",
+        precision="unknown",
+        input_size=224,
+        resize_size=256,
+        num_classes=1000,
+    )
 
 
 @dataclass
@@ -65,8 +94,9 @@ class QueueMonitor:
         self.settings = settings
         self.metrics = metrics
         self.keys = k.Keys(settings.redis_namespace)
-        self.models: dict[str, ModelInfo] = {}
-        self.reachable = False
+        self.models = {name: configured_model(name) for name in settings.served_models}
+        # Beats after each full round; stale after a few missed ones.
+        self.health = LoopHealth(stale_after_s=3 * INTERVAL_S + 2)
         self._client = client
         self._probe = client.register_script(PROBE)
         self._queues: dict[str, QueueState] = {}
@@ -83,36 +113,42 @@ class QueueMonitor:
             try:
                 await self._observe()
             except RedisError as exc:
-                if self.reachable or not backoff.failing:
-                    log.warning("Redis unreachable: %r", exc)
-                self.reachable = False
+                self.health.fail()
+                if not backoff.failing:
+                    log.warning("cannot watch the queues: %r", exc)
                 await backoff.wait()
                 continue
             if backoff.failing:
-                log.info("Redis reachable again")
+                log.info("watching the queues again")
             backoff.reset()
-            self.reachable = True
+            self.health.beat()
             await asyncio.sleep(INTERVAL_S)
 
     async def _observe(self) -> None:
-        models: dict[str, ModelInfo] = {}
-        async for key in self._client.scan_iter(match=self.keys.model_info_pattern()):
-            data = cast(bytes | None, await self._client.get(key))
-            if data is None:
-                continue
-            try:
-                info = decode_model_info(data)
-            except MalformedMessage as exc:
-                log.warning("ignored model description %s: %s", key, exc)
-                continue
-            models[info.name] = info
-        for name in models:
+        for name in list(self.models):
+            await self._describe(name)
             await self._observe_queue(name)
-        self.models = models
+
+    async def _describe(self, model: str) -> None:
+        data = cast(bytes | None, await self._client.get(self.keys.model_info(model)))
+        if data is None:
+            return  # keep what is known: no worker for a day, or Redis flushed
+        try:
+            info = decode_model_info(data)
+        except MalformedMessage as exc:
+            log.warning("ignored the description of %s: %s", model, exc)
+            return
+        if info.name == model:
+            self.models[model] = info
 
     async def _observe_queue(self, model: str) -> None:
-        length, pending, oldest, added, dead, secs, usecs = await self._probe(
-            keys=[self.keys.jobs(model), self.keys.dead_letters(model)],
+        length, pending, oldest, added, dead, secs, usecs, beats = await self._probe(
+            keys=[
+                self.keys.jobs(model),
+                self.keys.dead_letters(model),
+                self.keys.worker_registry(model),
+                self.keys.worker_stats(model),
+            ],
             args=[k.WORKER_GROUP],
         )
         now = int(secs) + int(usecs) / 1e6
@@ -123,7 +159,7 @@ class QueueMonitor:
             rate = (int(added) - state.added) / max(now - state.seen_at, 1e-3)
             state.arrivals_per_s = 0.5 * state.arrivals_per_s + 0.5 * rate
         state.added, state.seen_at = int(added), now
-        await self._observe_workers(model, state)
+        self._observe_workers(cast(list[bytes | None], beats), state)
 
         oldest_age = now - int(oldest.split(b"-")[0]) / 1000 if oldest else 0.0
         m = self.metrics
@@ -134,13 +170,12 @@ class QueueMonitor:
         m.workers.labels(model).set(state.workers)
         m.workers_needed.labels(model).set(self._workers_needed(state))
 
-    async def _observe_workers(self, model: str, state: QueueState) -> None:
-        keys = [key async for key in self._client.scan_iter(match=self.keys.worker_pattern(model))]
-        beats = await self._client.mget(keys) if keys else []
+    @staticmethod
+    def _observe_workers(beats: list[bytes | None], state: QueueState) -> None:
         rates = []
         for beat in beats:
             if beat is None:
-                continue  # expired between SCAN and MGET
+                continue  # registered without stats: counted once they come
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 rates.append(float(json.loads(beat)["images_per_s"]))
         state.workers = len(rates)

@@ -6,8 +6,10 @@ aside queue places (members of a sorted set with an expiry, shared by every gate
 refuses when the stream's length plus the places set aside would pass `max_queue`; the
 job is then added into its place (XADD + ZREM, one script). A job without a place is
 admitted only if there is room beside the places set aside. So the queue is bounded
-across any number of gateways and a refused request costs no decode. Readiness, the
-models served and Retry-After come from the queue monitor (api/broker/queue_monitor.py).
+across any number of gateways and a refused request costs no decode. Retry-After and the
+models' descriptions come from the queue monitor (api/broker/queue_monitor.py); whether
+Redis answers, from the probe (api/broker/redis_probe.py), which fails requests in
+flight at once when it does not.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
-from typing import cast
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar, cast
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resnet_serve.api.broker.queue_monitor import QueueMonitor
+from resnet_serve.api.broker.redis_probe import RedisProbe
 from resnet_serve.shared import keys as k
 from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import (
@@ -37,7 +42,7 @@ from resnet_serve.shared.jobs import Job, ModelInfo, Result
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.redis_client import redacted, redis_client
 from resnet_serve.shared.settings import Settings
-from resnet_serve.shared.supervise import Backoff, supervised
+from resnet_serve.shared.supervise import Backoff, LoopHealth, supervised
 from resnet_serve.shared.wire import MalformedMessage, decode_reply, encode_job
 
 log = logging.getLogger(__name__)
@@ -66,7 +71,13 @@ end
 return redis.call('XADD', KEYS[1], '*', 'header', ARGV[2], 'tensor', ARGV[3])
 """
 
+T = TypeVar("T")
+
 REPLY_BLOCK_S = 1.0
+# The reply reader's socket waits this long past the block time. A read that times out
+# after Redis popped replies would drop them, so it must only ever time out when Redis is
+# frozen (and so popped nothing); noticing a lost Redis quickly is the probe's job.
+REPLY_READ_MARGIN_S = 30.0
 
 
 class RedisBroker:
@@ -76,12 +87,19 @@ class RedisBroker:
         self.keys = k.Keys(settings.redis_namespace)
         self.gateway_id = uuid.uuid4().hex[:16]
         self.reply_to = self.keys.reply(self.gateway_id)
-        self._client = redis_client(settings)
-        self._blocking = redis_client(settings, block_s=REPLY_BLOCK_S)
+        # Commands give up when Redis is lost, so no request waits on a frozen Redis for
+        # longer than the probe takes to notice.
+        self._client = redis_client(settings, timeout_s=settings.redis_loss_timeout_s)
+        self._blocking = redis_client(
+            settings, block_s=REPLY_BLOCK_S, timeout_s=REPLY_READ_MARGIN_S
+        )
         self._admit = self._client.register_script(ADMIT_RESERVED)
         self._reserve = self._client.register_script(RESERVE)
         self._waiters: dict[str, asyncio.Future[Result]] = {}
         self.monitor = QueueMonitor(settings, metrics, self._client)
+        self.probe = RedisProbe(settings, self._fail_in_flight)
+        # The dispatcher beats after every read (at least every REPLY_BLOCK_S).
+        self.replies = LoopHealth(stale_after_s=REPLY_BLOCK_S + 4)
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -90,21 +108,30 @@ class RedisBroker:
         readiness reports it and both loops reconnect on their own."""
         log.info("gateway %s using Redis at %s", self.gateway_id, self._url())
         self._tasks = [
-            asyncio.create_task(supervised("replies", self._drain_replies), name="replies"),
-            asyncio.create_task(supervised("monitor", self.monitor.run), name="monitor"),
+            asyncio.create_task(
+                supervised("replies", self._drain_replies, self.replies), name="replies"
+            ),
+            asyncio.create_task(
+                supervised("monitor", self.monitor.run, self.monitor.health), name="monitor"
+            ),
+            asyncio.create_task(supervised("redis-probe", self.probe.run), name="redis-probe"),
         ]
 
     def ready(self) -> bool:
+        """Redis answers, the reply dispatcher and the queue monitor work. Workers are not
+        needed: with none (scale to zero) jobs wait in the stream for one."""
         loops_alive = bool(self._tasks) and not any(task.done() for task in self._tasks)
-        watched = self.monitor.reachable and bool(self.monitor.models)
-        return loops_alive and watched and not self._closing
+        working = self.probe.reachable and self.replies.healthy and self.monitor.health.healthy
+        return loops_alive and working and not self._closing
 
     def not_ready_error(self) -> ServeError:
         if self._closing:
             return NotReady("the gateway is draining", retry_after_s=1)
-        if not self.monitor.reachable:
+        if not self.probe.reachable:
             return BrokerUnavailable("the job queue (Redis) is unreachable", retry_after_s=1)
-        return NotReady("no worker has announced a model yet", retry_after_s=1)
+        if not self.replies.healthy:
+            return NotReady("the reply dispatcher is not working", retry_after_s=1)
+        return NotReady("the queue monitor is not working", retry_after_s=1)
 
     def models(self) -> Mapping[str, ModelInfo]:
         return self.monitor.models
@@ -126,7 +153,6 @@ class RedisBroker:
                 args=[self.settings.max_queue, count, ttl_ms, prefix],
             )
         except RedisError as exc:
-            self.monitor.reachable = False
             log.warning("could not reserve queue places: %r", exc)
             raise BrokerUnavailable(
                 "the job queue (Redis) is unreachable", retry_after_s=1
@@ -157,17 +183,19 @@ class RedisBroker:
         try:
             fields = encode_job(job, self.reply_to)
             try:
-                entry = await self._admit(
-                    keys=[self.keys.jobs(job.model), self.keys.admission_slots(job.model)],
-                    args=[
-                        self.settings.max_queue,
-                        fields[b"header"],
-                        fields[b"tensor"],
-                        slot or "",
-                    ],
+                entry = await self._unless_lost(
+                    self._admit(
+                        keys=[self.keys.jobs(job.model), self.keys.admission_slots(job.model)],
+                        args=[
+                            self.settings.max_queue,
+                            fields[b"header"],
+                            fields[b"tensor"],
+                            slot or "",
+                        ],
+                    ),
+                    future,
                 )
             except RedisError as exc:
-                self.monitor.reachable = False
                 log.warning("could not enqueue a job: %r", exc)
                 raise BrokerUnavailable(
                     "the job queue (Redis) is unreachable", retry_after_s=1
@@ -184,6 +212,20 @@ class RedisBroker:
         finally:
             self._waiters.pop(job.job_id, None)
 
+    @staticmethod
+    async def _unless_lost(command: Awaitable[T], waiter: asyncio.Future[Result]) -> T:
+        """Await a Redis command, unless Redis is lost first (the probe fails `waiter`):
+        a command to a frozen Redis would otherwise hold the request for its timeouts."""
+        task = asyncio.ensure_future(command)
+        both: set[asyncio.Future[Any]] = {task, waiter}
+        await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and waiter.done() and not waiter.cancelled():
+            lost = waiter.exception()
+            if lost is not None:
+                task.cancel()
+                raise lost
+        return await task
+
     async def close(self) -> None:
         """Drain: stop admitting, wait for in-flight requests (bounded), stop the loops."""
         self._closing = True
@@ -196,6 +238,7 @@ class RedisBroker:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.probe.close()
         await self._client.aclose()
         await self._blocking.aclose()
 
@@ -210,7 +253,9 @@ class RedisBroker:
                     "BLMPOP", REPLY_BLOCK_S, 1, self.reply_to, "LEFT", "COUNT", 256
                 )
             except RedisError as exc:
-                self.monitor.reachable = False
+                self.replies.fail()
+                if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+                    self.probe.lost(exc)
                 if not backoff.failing:
                     log.warning("reply channel lost: %r; reconnecting", exc)
                 await backoff.wait()
@@ -220,6 +265,15 @@ class RedisBroker:
             backoff.reset()
             if popped:
                 self._resolve(cast(list[bytes], popped[1]))
+            self.replies.beat()
+
+    def _fail_in_flight(self) -> None:
+        """Redis is gone: every waiting request answers 503 now, not at its deadline."""
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(
+                    BrokerUnavailable("lost the job queue (Redis) while waiting", retry_after_s=1)
+                )
 
     def _resolve(self, replies: list[bytes]) -> None:
         for data in replies:

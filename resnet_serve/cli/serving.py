@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
@@ -57,7 +56,8 @@ def serve(
         max_batch=max_batch,
         max_batch_wait_ms=max_batch_wait_ms,
     )
-    build_or_exit(settings)
+    if settings.engine != "fault":  # the test-only engine has no artifact
+        build_or_exit(settings)
     from resnet_serve.worker.inprocess import InProcessBroker
 
     _run_gateway(settings, lambda metrics: InProcessBroker(settings, metrics), distributed=False)
@@ -128,30 +128,20 @@ def worker(
         redis_url=redis_url,
         worker_id=worker_id,
     )
-    from resnet_serve.worker.redis_worker import heartbeat_fresh, serve_worker
-
     if check:
-        if heartbeat_fresh(settings):
+        from resnet_serve.worker.liveness import why_not_live, workers_live
+
+        if workers_live(settings):
             raise typer.Exit(0)
-        fail(_stale_heartbeat(settings), code=1)
-    build_or_exit(settings)
-    asyncio.run(serve_worker(settings))
+        fail(why_not_live(settings), code=1)
+    if settings.engine != "fault":  # the test-only engine has no artifact
+        build_or_exit(settings)
+    from resnet_serve.worker.redis_worker import WorkerFailed, serve_worker
 
-
-def _stale_heartbeat(settings: Settings) -> str:
-    """Why `worker --check` fails, for the person reading the probe's output."""
-    path = settings.heartbeat_file
     try:
-        age_s = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return (
-            f"no heartbeat at {path}: no worker for model {settings.model!r} runs with this "
-            "home directory (check with the worker's own --model and RESNET_SERVE_HOME_DIR)"
-        )
-    return (
-        f"the heartbeat of the {settings.model!r} worker is {age_s:.0f} s old "
-        f"(written every {settings.heartbeat_interval_s:g} s): its loop is stuck or stopped"
-    )
+        asyncio.run(serve_worker(settings))
+    except WorkerFailed as exc:
+        fail(str(exc), exc.exit_code)
 
 
 def jobs_worker(

@@ -35,6 +35,8 @@ WORKER_METRICS = {
     "resnet_serve_expired_jobs_total": "counter",
     "resnet_serve_reclaimed_jobs_total": "counter",
     "resnet_serve_dead_lettered_total": "counter",
+    "resnet_serve_lost_leases_total": "counter",
+    "resnet_serve_handed_back_jobs_total": "counter",
     "resnet_serve_max_batch": "gauge",
 }
 METRICS = GATEWAY_METRICS | QUEUE_METRICS | WORKER_METRICS

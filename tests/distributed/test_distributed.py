@@ -21,6 +21,7 @@ from tests.cluster import (
     classify,
     classify_all,
     cluster,
+    fault_settings,
     gateway,
     images,
     pending_count,
@@ -96,7 +97,8 @@ def test_two_gateways_behind_one_redis_both_answer(
 def test_jobs_of_a_killed_worker_are_reclaimed_and_answered(
     home: Path, logs: Path, redis_server: RedisServer
 ) -> None:
-    settings = {"visibility_timeout_s": "1", "request_timeout_s": "30"}
+    # The fault engine's fixed batch time fits any visibility timeout on any machine.
+    settings = fault_settings(100, visibility_timeout_s="1", request_timeout_s="30")
     with cluster(home, logs, redis_server, ("doomed",), **settings) as (server, (doomed,)):
         with ThreadPoolExecutor(24) as pool:
             futures = [pool.submit(classify, server, d) for d in images(24, seed=3)]
@@ -113,7 +115,7 @@ def test_jobs_of_a_killed_worker_are_reclaimed_and_answered(
 def test_jobs_whose_deadline_passed_while_no_worker_lived_get_504_and_never_run(
     home: Path, logs: Path, redis_server: RedisServer
 ) -> None:
-    settings = {"visibility_timeout_s": "1", "request_timeout_s": "2"}
+    settings = fault_settings(100, visibility_timeout_s="1", request_timeout_s="2")
     with cluster(home, logs, redis_server, ("doomed",), **settings) as (server, (doomed,)):
         doomed.process.send_signal(signal.SIGKILL)
         doomed.process.wait()
@@ -133,7 +135,9 @@ def test_a_job_the_engine_keeps_failing_is_dead_lettered_and_answered(
 ) -> None:
     """A tensor the engine rejects (wrong size for the model), written straight onto the
     stream as a misbehaving gateway would, next to good requests in the same batches."""
-    settings = {"visibility_timeout_s": "0.5", "max_deliveries": "2", "max_batch_wait_ms": "50"}
+    settings = fault_settings(
+        50, visibility_timeout_s="0.5", max_deliveries="2", max_batch_wait_ms="50"
+    )
     with cluster(home, logs, redis_server, **settings) as (server, (worker,)):
         client = redis_server.client()
         header = {
@@ -192,7 +196,7 @@ def test_redis_outage_gives_fast_503s_and_both_sides_recover(
 def test_sigterm_on_a_worker_finishes_and_acknowledges_its_batch(
     home: Path, logs: Path, redis_server: RedisServer
 ) -> None:
-    settings = {"request_timeout_s": "30", "visibility_timeout_s": "1"}
+    settings = fault_settings(100, request_timeout_s="30", visibility_timeout_s="1")
     with cluster(home, logs, redis_server, ("leaving",), **settings) as (server, (leaving,)):
         with ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(classify, server, d) for d in images(16, seed=7)]

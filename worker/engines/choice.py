@@ -56,30 +56,38 @@ def torch_installed() -> bool:
         return False
 
 
+def _auto_engine(precision: str, cuda: bool) -> tuple[str, str]:
+    """The engine `auto` means on this machine, and why."""
+    if cuda:
+        return "torchscript", "a CUDA device is present"
+    if precision == "bf16" or (precision == "auto" and cpu_has_native_bf16() and torch_installed()):
+        return "torchscript", "bf16 on a CPU with native bf16 (AVX512-BF16/AMX)"
+    if not torch_installed():
+        return "onnxruntime", "no torch in this install: ONNX Runtime serves"
+    return "onnxruntime", "CPU only; ONNX Runtime is the fastest fp32 CPU engine"
+
+
+def _auto_precision(engine: str, device: str) -> str:
+    if device == "cuda":
+        return "fp16"
+    if engine == "torchscript" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
 def choose_engine(engine: str, precision: str) -> EngineChoice:
-    """Resolve "auto" settings; reject combinations no engine can run."""
+    """Resolve "auto" settings; reject combinations no engine can run. "auto" only ever
+    picks a real engine: the test-only "fault" engine must be asked for by name."""
+    if engine == "fault":
+        raise ValueError("the fault engine is test-only: it has no artifact to build")
     cuda = cuda_present()
     if engine == "auto":
-        if cuda:
-            engine, reason = "torchscript", "a CUDA device is present"
-        elif precision == "bf16" or (
-            precision == "auto" and cpu_has_native_bf16() and torch_installed()
-        ):
-            engine, reason = "torchscript", "bf16 on a CPU with native bf16 (AVX512-BF16/AMX)"
-        elif not torch_installed():
-            engine, reason = "onnxruntime", "no torch in this install: ONNX Runtime serves"
-        else:
-            engine, reason = "onnxruntime", "CPU only; ONNX Runtime is the fastest fp32 CPU engine"
+        engine, reason = _auto_engine(precision, cuda)
     else:
         reason = "set explicitly"
     device = "cuda" if engine == "torchscript" and cuda else "cpu"
     if precision == "auto":
-        if device == "cuda":
-            precision = "fp16"
-        elif engine == "torchscript" and cpu_has_native_bf16():
-            precision = "bf16"
-        else:
-            precision = "fp32"
+        precision = _auto_precision(engine, device)
     if precision == "fp16" and device != "cuda":
         raise ValueError("fp16 needs a CUDA device; on CPU use fp32 or bf16")
     if engine == "onnxruntime" and precision != "fp32":

@@ -18,6 +18,7 @@ from resnet_serve.worker.model.artifacts import (
     ArtifactEntry,
     Manifest,
     ModelRepository,
+    WeightsInfo,
     artifact_key,
     sha256_file,
 )
@@ -32,6 +33,9 @@ class LoadedModel:
     entry: ArtifactEntry
     directory: Path
     labels: list[str]
+    # Seconds the largest batch took at warm-up: the first measure of batch time, which
+    # the visibility timeout is checked against and the watchdog starts from.
+    max_batch_s: float = 0.0
 
     @property
     def info(self) -> ModelInfo:
@@ -93,6 +97,8 @@ def ensure_artifact(settings: Settings, choice: EngineChoice) -> tuple[Path, Man
 
 def load_model(settings: Settings) -> LoadedModel:
     """Everything a worker does before it may say it is ready."""
+    if settings.engine == "fault":
+        return load_fault_model(settings)
     choice = choose_engine(settings.engine, settings.precision)
     directory, manifest = ensure_artifact(settings, choice)
     entry = manifest.artifacts[
@@ -111,14 +117,47 @@ def load_model(settings: Settings) -> LoadedModel:
         device=choice.device,
         threads=settings.inference_threads,
     )
-    warm_up(engine, manifest.input_size, settings.max_batch)
-    return LoadedModel(engine, manifest, entry, directory, manifest.labels)
+    max_batch_s = warm_up(engine, manifest.input_size, settings.max_batch)
+    return LoadedModel(engine, manifest, entry, directory, manifest.labels, max_batch_s)
 
 
-def warm_up(engine: Engine, input_size: int, max_batch: int) -> None:
+def load_fault_model(settings: Settings) -> LoadedModel:
+    """TEST ONLY: the fault-injecting engine behind a made-up manifest (no artifact)."""
+    from resnet_serve.worker.engines.fault_engine import NUM_CLASSES, FaultEngine
+
+    log.warning("TEST-ONLY fault-injecting engine: predictions are meaningless")
+    engine = FaultEngine(
+        input_size=224,
+        latency_ms=settings.fault_latency_ms,
+        control_file=settings.fault_control_file,
+    )
+    labels = [f"class {i}" for i in range(NUM_CLASSES)]
+    manifest = Manifest(
+        name=settings.model,
+        version="fault",
+        input_size=224,
+        resize_size=256,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        labels=labels,
+        weights=WeightsInfo(source="random"),
+    )
+    entry = ArtifactEntry(
+        backend="onnx", precision="fp32", device="any", file="", sha256="", max_batch=256
+    )
+    max_batch_s = warm_up(engine, 224, settings.max_batch)
+    return LoadedModel(engine, manifest, entry, settings.models_dir, labels, max_batch_s)
+
+
+def warm_up(engine: Engine, input_size: int, max_batch: int) -> float:
     """Run every batch size the batcher can produce once, so no request pays for a
-    first-time allocation or graph specialisation."""
+    first-time allocation or graph specialisation. Returns the largest batch's time."""
     start = time.perf_counter()
+    largest = 0.0
     for size in range(1, max_batch + 1):
+        began = time.perf_counter()
         engine.infer(np.zeros((size, input_size, input_size, 3), dtype=np.uint8))
+        if size == max_batch:
+            largest = time.perf_counter() - began
     log.info("warmed batch sizes 1..%d in %.1f s", max_batch, time.perf_counter() - start)
+    return largest

@@ -1,0 +1,85 @@
+""" "This input failed" versus "this engine is broken", with the TEST-ONLY fault engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resnet_serve.shared.errors import InferenceFailed
+from resnet_serve.shared.jobs import Job, Result
+from resnet_serve.shared.metrics import Metrics
+from resnet_serve.shared.settings import Settings
+from resnet_serve.worker.engines.choice import choose_engine
+from resnet_serve.worker.model.loading import load_fault_model
+from resnet_serve.worker.runner import BatchRunner, EngineBroken
+
+
+def runner(tmp_path: Path, mode: str) -> BatchRunner:
+    control = tmp_path / "fault.json"
+    control.write_text(json.dumps({"mode": "ok"}))
+    settings = Settings(engine="fault", fault_control_file=control, max_batch=4, home_dir=tmp_path)
+    model = load_fault_model(settings)
+    control.write_text(json.dumps({"mode": mode}))
+    return BatchRunner(
+        model, asyncio.Queue(), _ignore, max_batch=4, max_batch_wait_ms=1, metrics=Metrics()
+    )
+
+
+async def _ignore(outcomes: object) -> None:
+    return None
+
+
+def job(size: int = 224) -> Job:
+    image = np.zeros((size, size, 3), np.uint8)
+    return Job("r", "resnet18", image, top_k=3, deadline=time.time() + 60)
+
+
+def test_auto_never_picks_the_test_only_engine() -> None:
+    for precision in ("auto", "fp32"):
+        assert choose_engine("auto", precision).engine != "fault"
+    with pytest.raises(ValueError, match="test-only"):
+        choose_engine("fault", "auto")
+
+
+def test_a_bad_input_fails_alone_and_its_batch_mates_are_answered(tmp_path: Path) -> None:
+    outcomes = asyncio.run(runner(tmp_path, "ok").run_batch([job(), job(200), job()]))
+    kinds = [type(outcome) for _, outcome in outcomes]
+    assert kinds.count(Result) == 2
+    assert kinds.count(InferenceFailed) == 1
+
+
+@pytest.mark.parametrize("mode", ["fail", "fatal"])
+def test_an_engine_that_fails_every_job_is_broken(tmp_path: Path, mode: str) -> None:
+    with pytest.raises(EngineBroken):
+        asyncio.run(runner(tmp_path, mode).run_batch([job(), job()]))
+
+
+def test_a_fatal_error_breaks_the_engine_even_for_one_job(tmp_path: Path) -> None:
+    with pytest.raises(EngineBroken, match="fatal"):
+        asyncio.run(runner(tmp_path, "fatal").run_batch([job()]))
+
+
+def test_single_jobs_failing_in_a_row_break_the_engine(tmp_path: Path) -> None:
+    broken = runner(tmp_path, "fail")
+
+    async def three() -> None:
+        for _ in range(3):
+            await broken.run_batch([job()])
+
+    with pytest.raises(EngineBroken, match="in a row"):
+        asyncio.run(three())
+
+
+def test_visibility_timeout_too_short_for_leases_is_refused() -> None:
+    with pytest.raises(ValueError, match="renews its leases"):
+        Settings(visibility_timeout_s=0.1, max_batch_wait_ms=1)
+
+
+def test_a_gateway_serves_its_configured_models_default_first() -> None:
+    settings = Settings(model="resnet18", models="efficientnet_lite0, resnet18")
+    assert settings.served_models == ["resnet18", "efficientnet_lite0"]
