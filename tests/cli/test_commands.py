@@ -76,8 +76,8 @@ def test_top_level_help_lists_commands_uncut(tmp_path: Path) -> None:
 def test_worker_check_says_why_it_fails(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "worker", "--check")
     assert result.returncode == 1
-    assert "no heartbeat at" in result.stderr
-    assert "'resnet18'" in result.stderr
+    assert "no live worker for model 'resnet18'" in result.stderr
+    assert "RESNET_SERVE_HOME_DIR" in result.stderr
 
 
 def test_weights_message_keeps_paths_whole_and_offers_efficientnet(tmp_path: Path) -> None:

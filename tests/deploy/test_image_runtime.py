@@ -139,13 +139,20 @@ def test_cpu_worker_image_runs_offline_from_its_baked_repository(tmp_path: Path)
                 worker,
                 tmp_path / "worker.log",
             )
+            # Its liveness file is under HOME_DIR, /tmp (removed again on a clean stop).
+            assert list((root / "tmp" / "resnet-serve").rglob("*.heartbeat"))
             # The metrics server listens where Prometheus scrapes (RESNET_SERVE_HOST).
             text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
             assert f'resnet_serve_max_batch{{model="{MODEL}"}} 8.0' in text
 
             port = free_port()
+            # A gateway serves the models its configuration names (as compose and k8s do).
             gateway_env = image_env(
-                GATEWAY, root, RESNET_SERVE_REDIS_URL=redis.url, RESNET_SERVE_PORT=str(port)
+                GATEWAY,
+                root,
+                RESNET_SERVE_REDIS_URL=redis.url,
+                RESNET_SERVE_PORT=str(port),
+                RESNET_SERVE_MODEL=MODEL,
             )
             url = f"http://127.0.0.1:{port}"
             command = [*CLI, *GATEWAY.final.exec_form("CMD")[1:]]
@@ -171,4 +178,3 @@ def test_cpu_worker_image_runs_offline_from_its_baked_repository(tmp_path: Path)
             assert worker.wait(timeout=30) == 0  # within terminationGracePeriodSeconds
 
     assert tree(root / "opt" / "resnet-serve") == baked, "the worker wrote into the image"
-    assert list((root / "tmp" / "resnet-serve").rglob("*.heartbeat"))  # HOME_DIR: /tmp
