@@ -24,6 +24,7 @@ from resnet_serve.api.v1.decoding import DecodePool
 from resnet_serve.api.web import page
 from resnet_serve.api.web.docs import install_docs
 from resnet_serve.shared.broker import Broker
+from resnet_serve.shared.cpus import thread_count
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
 
@@ -64,7 +65,7 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
         docs_url=None,  # served by api/web/docs.py from local assets
         redoc_url=None,
     )
-    pool = DecodePool(settings.decode_threads, settings.max_queue, metrics)
+    pool = DecodePool(thread_count(settings.decode_threads), settings.max_queue, metrics)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.startup_failure = None

@@ -63,3 +63,8 @@ class ModelInfo:
     input_size: int
     resize_size: int
     num_classes: int
+    # INT8 artifacts: recorded agreement with fp32 on held-out crops (None for fp32 etc.).
+    top1_agreement: float | None = None
+    top1_lower_bound: float | None = None
+    top5_containment: float | None = None
+    accuracy_gate_passed: bool | None = None

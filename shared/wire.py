@@ -7,6 +7,7 @@ import base64
 import json
 import math
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import numpy as np
@@ -139,6 +140,8 @@ def decode_model_info(data: bytes) -> ModelInfo:
     try:
         fields = json.loads(data)
         fields.pop("v")
-        return ModelInfo(**fields)
+        # Fields a newer worker added are skipped, so a rolling upgrade mixes versions.
+        known = {f.name for f in dataclass_fields(ModelInfo)}
+        return ModelInfo(**{k: v for k, v in fields.items() if k in known})
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedMessage(f"unreadable model description: {exc!r}") from None

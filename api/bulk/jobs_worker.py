@@ -24,6 +24,7 @@ from resnet_serve.api.bulk.processing import BulkJobProcessor
 from resnet_serve.api.bulk.queue import FUNCTION, dumps, loads
 from resnet_serve.api.bulk.store import BulkStore
 from resnet_serve.api.v1.decoding import DecodePool
+from resnet_serve.shared.cpus import thread_count
 from resnet_serve.shared.keys import Keys
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.redis_client import redis_client
@@ -54,7 +55,7 @@ def build_worker(settings: Settings) -> Worker:
     store = BulkStore(settings)
     metrics = Metrics()
     broker = RedisBroker(settings, metrics)
-    pool = DecodePool(settings.decode_threads, settings.bulk_concurrency, metrics)
+    pool = DecodePool(thread_count(settings.decode_threads), settings.bulk_concurrency, metrics)
 
     async def startup(ctx: dict[str, Any]) -> None:
         await broker.start()

@@ -80,6 +80,18 @@ class ModelOut(BaseModel):
     engine: str = Field(examples=["onnxruntime"])
     precision: str = Field(examples=["fp32"])
     input_size: int = Field(description="Side of the square crop the model takes", examples=[224])
+    top1_agreement: float | None = Field(
+        None, description="INT8: recorded top-1 agreement with fp32 on held-out crops"
+    )
+    top1_lower_bound: float | None = Field(
+        None, description="INT8: one-sided 95% Wilson lower bound of top1_agreement"
+    )
+    top5_containment: float | None = Field(
+        None, description="INT8: share of held-out crops whose fp32 top-1 is in the INT8 top-5"
+    )
+    accuracy_gate_passed: bool | None = Field(
+        None, description="INT8: whether the recorded accuracy gate passed"
+    )
 
 
 class HealthResponse(BaseModel):

@@ -24,9 +24,16 @@ Weights = Annotated[
     str | None, typer.Option(help="Weights file, or 'random' (plumbing/benchmarks only)")
 ]
 EngineOpt = Annotated[
-    str | None, typer.Option(help="auto | onnxruntime | torchscript (auto picks per machine)")
+    str | None,
+    typer.Option(help="auto | onnxruntime | torchscript | openvino (auto picks per machine)"),
 ]
-PrecisionOpt = Annotated[str | None, typer.Option(help="auto | fp32 | bf16 | fp16 (CUDA)")]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="auto | fp32 | bf16 | fp16 (CUDA) | int8 (CPU, OpenVINO). "
+        "auto serves int8 only if its recorded accuracy gate passed"
+    ),
+]
 Repo = Annotated[Path | None, typer.Option(help="Model repository directory")]
 MaxBatch = Annotated[int | None, typer.Option(help="Largest batch the engine runs")]
 BatchWait = Annotated[
@@ -57,11 +64,10 @@ def build_or_exit(settings: Settings) -> tuple[Path, Manifest]:
     """Resolve weights and build a missing artifact before the server starts, so a
     missing file is a clear message and a non-zero exit, not a half-started server."""
     # Only worker modules that do not import torch: a built ONNX artifact needs none.
-    from resnet_serve.worker.engines.choice import choose_engine
     from resnet_serve.worker.model.artifacts import BuildError
-    from resnet_serve.worker.model.loading import ensure_artifact
+    from resnet_serve.worker.model.loading import choose, ensure_artifact
 
     try:
-        return ensure_artifact(settings, choose_engine(settings.engine, settings.precision))
+        return ensure_artifact(settings, choose(settings))
     except (BuildError, ValueError) as exc:
         fail(str(exc))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_BACKEND = {"onnxruntime": "onnx", "torchscript": "torchscript"}
+_BACKEND = {"onnxruntime": "onnx", "torchscript": "torchscript", "openvino": "openvino"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,21 +47,19 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def choose_engine(engine: str, precision: str) -> EngineChoice:
-    """Resolve "auto" settings; reject combinations no engine can run."""
+def choose_engine(engine: str, precision: str, *, int8_passed: bool = False) -> EngineChoice:
+    """Resolve "auto" settings; reject combinations no engine can run. `int8_passed`:
+    an INT8 artifact of these weights exists and its recorded accuracy gate passed."""
     cuda = cuda_present()
     if engine == "auto":
-        if cuda:
-            engine, reason = "torchscript", "a CUDA device is present"
-        elif precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()):
-            engine, reason = "torchscript", "bf16 on a CPU with native bf16 (AVX512-BF16/AMX)"
-        else:
-            engine, reason = "onnxruntime", "CPU only; ONNX Runtime is the fastest fp32 CPU engine"
+        engine, reason = _auto_engine(precision, cuda=cuda, int8_passed=int8_passed)
     else:
         reason = "set explicitly"
     device = "cuda" if engine == "torchscript" and cuda else "cpu"
     if precision == "auto":
-        if device == "cuda":
+        if engine == "openvino":
+            precision = "int8"
+        elif device == "cuda":
             precision = "fp16"
         elif engine == "torchscript" and cpu_has_native_bf16():
             precision = "bf16"
@@ -71,6 +69,20 @@ def choose_engine(engine: str, precision: str) -> EngineChoice:
         raise ValueError("fp16 needs a CUDA device; on CPU use fp32 or bf16")
     if engine == "onnxruntime" and precision != "fp32":
         raise ValueError("the onnxruntime engine runs fp32; use --engine torchscript for bf16")
+    if (engine == "openvino") != (precision == "int8"):
+        raise ValueError("int8 runs on the openvino engine, and the openvino engine runs int8")
     choice = EngineChoice(engine, precision, device, reason)
     log.info("engine: %s %s on %s (%s)", engine, precision, device, reason)
     return choice
+
+
+def _auto_engine(precision: str, *, cuda: bool, int8_passed: bool) -> tuple[str, str]:
+    if precision == "int8":
+        return "openvino", "INT8 asked for; OpenVINO runs it on the CPU"
+    if cuda:
+        return "torchscript", "a CUDA device is present"
+    if precision == "auto" and int8_passed:
+        return "openvino", "CPU only, and the INT8 artifact passed its accuracy gate"
+    if precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()):
+        return "torchscript", "bf16 on a CPU with native bf16 (AVX512-BF16/AMX)"
+    return "onnxruntime", "CPU only; ONNX Runtime is the fastest fp32 CPU engine"
