@@ -68,7 +68,10 @@ def choose_engine(engine: str, precision: str, *, int8_passed: bool = False) -> 
     if precision == "fp16" and device != "cuda":
         raise ValueError("fp16 needs a CUDA device; on CPU use fp32 or bf16")
     if engine == "onnxruntime" and precision != "fp32":
-        raise ValueError("the onnxruntime engine runs fp32; use --engine torchscript for bf16")
+        raise ValueError(
+            "the onnxruntime engine runs fp32; use --engine torchscript for bf16, "
+            "--engine openvino for int8"
+        )
     if (engine == "openvino") != (precision == "int8"):
         raise ValueError("int8 runs on the openvino engine, and the openvino engine runs int8")
     choice = EngineChoice(engine, precision, device, reason)

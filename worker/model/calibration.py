@@ -112,6 +112,12 @@ def _crops(photos: list[Image.Image], total: int, size: int, seed: int) -> np.nd
     return np.concatenate([_views(p, n, size, rng) for p, n in zip(photos, per, strict=True)])
 
 
+def split_photos(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(fitted, held out): every third photo is held out, whole, with all its crops."""
+    held = files[1::3]
+    return [f for f in files if f not in held], held
+
+
 def load_calibration(
     directory: Path | None,
     *,
@@ -120,11 +126,9 @@ def load_calibration(
     holdout_crops: int,
     seed: int = 0,
 ) -> CalibrationSet:
-    """Split photos (not crops) into fitted and held-out groups, then crop each group.
-    About a third of the photos, spread over the sorted list, are held out."""
+    """Split photos (not crops) into fitted and held-out groups, then crop each group."""
     files = photo_files(directory)
-    holdout_files = files[1::3]
-    fitted_files = [f for f in files if f not in holdout_files]
+    fitted_files, holdout_files = split_photos(files)
     fitted = [Image.open(f).convert("RGB") for f in fitted_files]
     held = [Image.open(f).convert("RGB") for f in holdout_files]
     digest = hashlib.sha256()
