@@ -51,6 +51,23 @@ def resnet_artifact(home: Path) -> None:
     )
 
 
+@pytest.fixture(scope="session")
+def resnet_int8_artifact(home: Path) -> str:
+    """The random-weights resnet18 INT8 artifact, built once with few calibration crops
+    (the gate still judges the minimum 300 held-out crops); `export`'s output."""
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "resnet_serve", "export", "--weights", "random"),
+            *("--precision", "int8", "--calibration-crops", "16", "--holdout-crops", "300"),
+        ],
+        env=server_env(home),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stderr
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     with run_redis(tmp_path / "redis") as server:
