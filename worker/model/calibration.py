@@ -106,7 +106,7 @@ def _views(image: Image.Image, count: int, size: int, rng: np.random.Generator) 
     return out
 
 
-def _crops(photos: list[Image.Image], total: int, size: int, seed: int) -> np.ndarray:
+def crop_views(photos: list[Image.Image], total: int, size: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     per = [total // len(photos) + (i < total % len(photos)) for i in range(len(photos))]
     return np.concatenate([_views(p, n, size, rng) for p, n in zip(photos, per, strict=True)])
@@ -136,9 +136,9 @@ def load_calibration(
         digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
     digest.update(f"{size}:{calibration_crops}:{holdout_crops}:{seed}".encode())
     return CalibrationSet(
-        calibration=_crops(fitted, calibration_crops, size, seed),
-        tuning=_crops(fitted, max(calibration_crops, 64), size, seed + 1),
-        holdout=_crops(held, holdout_crops, size, seed + 2),
+        calibration=crop_views(fitted, calibration_crops, size, seed),
+        tuning=crop_views(fitted, max(calibration_crops, 64), size, seed + 1),
+        holdout=crop_views(held, holdout_crops, size, seed + 2),
         digest=digest.hexdigest(),
         source=str(directory) if directory else "scikit-image (+ scikit-learn) sample photos",
         photos=len(files),
