@@ -67,6 +67,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python benchmarks/bench_service.py` from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
+from resnet_serve.shared.cpus import thread_count  # noqa: E402
 from resnet_serve.shared.preprocess import PreprocessConfig, preprocess  # noqa: E402
 from resnet_serve.shared.settings import ENV_PREFIX, Settings, load_settings  # noqa: E402
 from resnet_serve.worker.engines.base import Engine  # noqa: E402
@@ -909,10 +910,13 @@ def service_env(home: Path, args: argparse.Namespace) -> dict[str, str]:
         "MAX_BATCH": args.max_batch,
         "MAX_BATCH_WAIT_MS": args.max_batch_wait_ms,
         "ENGINE": args.engine,
+        "PRECISION": args.precision,
         "DECODE_THREADS": args.decode_threads,
         "INFERENCE_THREADS": args.inference_threads,
     }
     env.update({ENV_PREFIX + k: str(v) for k, v in flags.items() if v is not None})
+    if args.precision == "int8":  # random weights never pass the gate: calibrate briefly
+        env.update({ENV_PREFIX + "CALIBRATION_CROPS": "64", ENV_PREFIX + "HOLDOUT_CROPS": "300"})
     return env
 
 
@@ -943,6 +947,8 @@ class InProcessBench:
             info.resize_size, info.input_size, settings.max_image_pixels, settings.jpeg_draft
         )
         self.results = InProcess(engine=f"{info.engine} {info.precision}")
+        # 0 means "one per usable core", sized exactly as the gateway sizes its pool.
+        self.decode_threads = thread_count(settings.decode_threads)
 
     def reference(self, images: list[bytes]) -> None:
         """Eager fp32 PyTorch and the served engine alone, at batch 1 and the serving batch."""
@@ -964,7 +970,7 @@ class InProcessBench:
         key = image_set.key
         with self.meter.phase(self.results.foreign_cores, f"decode/{key}"):
             rate = decode_only(
-                image_set.images, self.config, self.settings.decode_threads, self.plan.inprocess_s
+                image_set.images, self.config, self.decode_threads, self.plan.inprocess_s
             )
         self.results.decode_only[key] = rate.per_s
         log(f"  {key}: decode+crop alone {rate.per_s:.1f} img/s")
@@ -979,7 +985,7 @@ class InProcessBench:
                 self.loaded.engine,
                 image_set.images,
                 self.config,
-                decode_threads=self.settings.decode_threads,
+                decode_threads=self.decode_threads,
                 batch=self.settings.max_batch,
                 duration_s=self.plan.inprocess_s,
             )
@@ -1048,7 +1054,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--max-batch", type=int, help="RESNET_SERVE_MAX_BATCH")
     parser.add_argument("--max-batch-wait-ms", type=float, help="RESNET_SERVE_MAX_BATCH_WAIT_MS")
-    parser.add_argument("--engine", choices=("auto", "onnxruntime", "torchscript"))
+    parser.add_argument("--engine", choices=("auto", "onnxruntime", "torchscript", "openvino"))
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"))
     parser.add_argument("--decode-threads", type=int, help="RESNET_SERVE_DECODE_THREADS")
     parser.add_argument("--inference-threads", type=int, help="RESNET_SERVE_INFERENCE_THREADS")
     parser.add_argument(

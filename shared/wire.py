@@ -133,7 +133,10 @@ def _scores(encoded: object) -> np.ndarray | None:
 
 
 def encode_model_info(info: ModelInfo) -> bytes:
-    return json.dumps({"v": VERSION, **asdict(info)}).encode()
+    # Optional fields travel only when set: an fp32 worker's description stays byte for
+    # byte what gateways before the INT8 fields read (upgrade gateways before workers).
+    fields = {k: v for k, v in asdict(info).items() if v is not None}
+    return json.dumps({"v": VERSION, **fields}).encode()
 
 
 def decode_model_info(data: bytes) -> ModelInfo:

@@ -78,3 +78,26 @@ def test_auto_picks_int8_only_past_its_gate() -> None:
         choose_engine("onnxruntime", "int8")
     with pytest.raises(ValueError, match="int8"):
         choose_engine("openvino", "fp32")
+
+
+def test_model_info_grows_without_breaking_older_readers() -> None:
+    import json
+
+    from resnet_serve.shared.jobs import ModelInfo
+    from resnet_serve.shared.wire import decode_model_info, encode_model_info
+
+    fp32 = ModelInfo("resnet18", "1", "onnxruntime", "fp32", 224, 256, 1000)
+    assert set(json.loads(encode_model_info(fp32))) == {
+        "v",
+        "name",
+        "version",
+        "engine",
+        "precision",
+        "input_size",
+        "resize_size",
+        "num_classes",
+    }
+    int8 = ModelInfo("resnet18", "1", "openvino", "int8", 224, 256, 1000, 0.99, 0.98, 1.0, True)
+    assert decode_model_info(encode_model_info(int8)) == int8
+    newer = json.loads(encode_model_info(int8)) | {"a_field_from_the_future": 1}
+    assert decode_model_info(json.dumps(newer).encode()) == int8
