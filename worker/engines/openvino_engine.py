@@ -23,6 +23,9 @@ class OpenVinoEngine:
             "INFERENCE_NUM_THREADS": thread_count(threads),
             "NUM_STREAMS": 1,
             "PERFORMANCE_HINT": "LATENCY",
+            # Layers left in fp32 run in fp32, as the accuracy gate measured them (the CPU
+            # plugin would otherwise run them in bf16 on CPUs that have it).
+            "INFERENCE_PRECISION_HINT": "f32",
             # Pinned threads would fight the decode pool for the same cores.
             "ENABLE_CPU_PINNING": False,
         }

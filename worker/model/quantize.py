@@ -38,7 +38,11 @@ def _scores(compiled: Any, images: np.ndarray) -> np.ndarray:
 def _compile(model: Any, threads: int) -> Any:
     import openvino as ov
 
-    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1} if threads else {}
+    # f32, not the CPU plugin's default bf16 where the CPU has it: the reference must be
+    # fp32, and the INT8 graph's unquantised layers must run as the engine runs them.
+    config: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config.update(INFERENCE_NUM_THREADS=threads, NUM_STREAMS=1)
     return ov.Core().compile_model(model, "CPU", config)
 
 
