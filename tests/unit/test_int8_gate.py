@@ -101,3 +101,24 @@ def test_model_info_grows_without_breaking_older_readers() -> None:
     assert decode_model_info(encode_model_info(int8)) == int8
     newer = json.loads(encode_model_info(int8)) | {"a_field_from_the_future": 1}
     assert decode_model_info(json.dumps(newer).encode()) == int8
+
+
+def test_an_artifact_is_intact_only_with_every_file_it_recorded(tmp_path: Path) -> None:
+    from resnet_serve.worker.model.artifacts import ArtifactEntry, sha256_file
+
+    (tmp_path / "model.int8.xml").write_text("<net/>")
+    (tmp_path / "model.int8.bin").write_bytes(b"\0" * 64)
+    entry = ArtifactEntry(
+        backend="openvino",
+        precision="int8",
+        device="cpu",
+        file="model.int8.xml",
+        sha256=sha256_file(tmp_path / "model.int8.xml"),
+        extra_files={"model.int8.bin": sha256_file(tmp_path / "model.int8.bin")},
+        max_batch=8,
+    )
+    assert entry.intact(tmp_path)
+    (tmp_path / "model.int8.bin").write_bytes(b"\1" * 64)  # weights corrupted: rebuilt
+    assert not entry.intact(tmp_path)
+    (tmp_path / "model.int8.bin").unlink()
+    assert not entry.intact(tmp_path)
