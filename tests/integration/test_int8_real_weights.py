@@ -89,7 +89,7 @@ def test_lite0_int8_against_fp32_on_real_photos(lite_int8: tuple[Path, str]) -> 
     int8 = _scores(directory, entry, views)
     seen = compare(fp32, int8)
     # A working quantisation: most answers kept, the fp32 top-1 nearly always in the top 5.
-    assert seen.top1_agreement >= 0.85
+    assert seen.top1_agreement >= 0.80
     assert seen.top5_containment >= 0.97
     if recorded.passed:  # what the gate promised holds on views it never judged
         assert seen.top1_agreement >= TOP1_GATE
