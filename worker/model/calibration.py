@@ -112,6 +112,11 @@ def crop_views(photos: list[Image.Image], total: int, size: int, seed: int) -> n
     return np.concatenate([_views(p, n, size, rng) for p, n in zip(photos, per, strict=True)])
 
 
+def _rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 def split_photos(files: list[Path]) -> tuple[list[Path], list[Path]]:
     """(fitted, held out): every third photo is held out, whole, with all its crops."""
     held = files[1::3]
@@ -129,8 +134,8 @@ def load_calibration(
     """Split photos (not crops) into fitted and held-out groups, then crop each group."""
     files = photo_files(directory)
     fitted_files, holdout_files = split_photos(files)
-    fitted = [Image.open(f).convert("RGB") for f in fitted_files]
-    held = [Image.open(f).convert("RGB") for f in holdout_files]
+    fitted = [_rgb(f) for f in fitted_files]
+    held = [_rgb(f) for f in holdout_files]
     digest = hashlib.sha256()
     for path in files:
         digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
