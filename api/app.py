@@ -27,6 +27,7 @@ from resnet_serve.api.v1.decoding import DecodePool
 from resnet_serve.api.web import page
 from resnet_serve.api.web.docs import install_docs
 from resnet_serve.shared.broker import Broker
+from resnet_serve.shared.cpus import thread_count
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
 
@@ -69,7 +70,9 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
         redoc_url=None,
     )
     budgets = build_budgets(settings)
-    pool = DecodePool(settings.decode_threads, settings.max_queue, metrics, budgets.decoding)
+    pool = DecodePool(
+        thread_count(settings.decode_threads), settings.max_queue, metrics, budgets.decoding
+    )
     app.state.budgets = budgets
     kserve_parser = HeaderParser(settings.kserve_parse_processes)
     app.state.kserve_parser = kserve_parser

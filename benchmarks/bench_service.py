@@ -118,10 +118,13 @@ def service_env(home: Path, args: argparse.Namespace) -> dict[str, str]:
         "MAX_BATCH": args.max_batch,
         "MAX_BATCH_WAIT_MS": args.max_batch_wait_ms,
         "ENGINE": args.engine,
+        "PRECISION": args.precision,
         "DECODE_THREADS": args.decode_threads,
         "INFERENCE_THREADS": args.inference_threads,
     }
     env.update({ENV_PREFIX + k: str(v) for k, v in flags.items() if v is not None})
+    if args.precision == "int8":  # random weights never pass the gate: calibrate briefly
+        env.update({ENV_PREFIX + "CALIBRATION_CROPS": "64", ENV_PREFIX + "HOLDOUT_CROPS": "300"})
     return env
 
 
@@ -196,7 +199,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--max-batch", type=int, help="RESNET_SERVE_MAX_BATCH")
     parser.add_argument("--max-batch-wait-ms", type=float, help="RESNET_SERVE_MAX_BATCH_WAIT_MS")
-    parser.add_argument("--engine", choices=("auto", "onnxruntime", "torchscript"))
+    parser.add_argument("--engine", choices=("auto", "onnxruntime", "torchscript", "openvino"))
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"))
     parser.add_argument("--decode-threads", type=int, help="RESNET_SERVE_DECODE_THREADS")
     parser.add_argument("--inference-threads", type=int, help="RESNET_SERVE_INFERENCE_THREADS")
     parser.add_argument(

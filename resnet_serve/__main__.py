@@ -2,4 +2,5 @@
 
 from resnet_serve.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned build process re-imports this module
+    main()

@@ -15,8 +15,8 @@ ENV_PREFIX = "RESNET_SERVE_"
 MIN_VISIBILITY_TIMEOUT_S = 0.3
 
 # "fault" is a TEST-ONLY engine (worker/engines/fault_engine.py): never chosen by "auto".
-Engine = Literal["auto", "onnxruntime", "torchscript", "fault"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Engine = Literal["auto", "onnxruntime", "torchscript", "openvino", "fault"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 
 def _default_home() -> Path:
@@ -51,7 +51,20 @@ class Settings(BaseSettings):
     weights_cache_dir: Path | None = None
     offline: bool = False
     weights_mirror_url: str | None = None
-    inference_threads: int = Field(0, ge=0, description="0: one per CPU core")
+    inference_threads: int = Field(
+        0, ge=0, description="0: one per core this process may use (cgroup quota, affinity)"
+    )
+    # INT8 (`export --precision int8`): calibration photos and the accuracy gate
+    calibration_dir: Path | None = Field(
+        None, description="Calibration photos; default scikit-image's sample photos (CC0)"
+    )
+    calibration_crops: int = Field(300, ge=8, description="Crops INT8 ranges are fitted on")
+    holdout_crops: int = Field(
+        1200, ge=300, description="Crops of held-out photos the accuracy gate judges"
+    )
+    accuracy_control_iterations: int = Field(
+        20, ge=0, description="Layers NNCF may return to fp32 to pass the gate; 0: plain PTQ"
+    )
 
     # Batching and admission
     max_batch: int = Field(8, ge=1, le=256)
@@ -64,7 +77,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_files_per_request: int = Field(32, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
-    decode_threads: int = Field(2, ge=1)
+    decode_threads: int = Field(
+        0, ge=0, description="0: one per core this process may use (cgroup quota, affinity)"
+    )
     jpeg_draft: bool = True
     response_cache_entries: int = Field(1024, ge=0, description="0 turns the cache off")
 

@@ -140,8 +140,10 @@ def _scores(encoded: object) -> np.ndarray | None:
 
 
 def encode_model_info(info: ModelInfo) -> bytes:
-    fields = asdict(info)
-    # Written only when set: gateways older than the field read every other announcement.
+    # Optional fields travel only when set (random_weights when true, the INT8 figures
+    # when recorded): gateways older than a field still read every other announcement,
+    # and an fp32 worker's description stays byte for byte what they read.
+    fields = {k: v for k, v in asdict(info).items() if v is not None}
     if not fields["random_weights"]:
         del fields["random_weights"]
     return json.dumps({"v": VERSION, **fields}).encode()

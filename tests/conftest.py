@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.redis_server import RedisServer, run_redis
-from tests.servers import Server, export_artifact, run_server, server_env
+from tests.servers import Server, export_artifact, resnet_serve, run_server, server_env
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -42,6 +43,23 @@ def resnet_artifact(home: Path) -> None:
     """Build the random-weights resnet18 artifact once, so workers start in seconds and
     never race to build it."""
     export_artifact(server_env(home))
+
+
+@pytest.fixture(scope="session")
+def resnet_int8_artifact(home: Path) -> str:
+    """The random-weights resnet18 INT8 artifact, built once with few calibration crops
+    (the gate still judges the minimum 300 held-out crops); `export`'s output."""
+    done = subprocess.run(
+        resnet_serve(
+            *("export", "--weights", "random", "--engine", "openvino", "--precision", "int8"),
+            *("--calibration-crops", "16", "--holdout-crops", "300"),
+        ),
+        env=server_env(home),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stderr
 
 
 @pytest.fixture

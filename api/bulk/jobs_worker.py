@@ -25,6 +25,7 @@ from resnet_serve.api.bulk.processing import BulkJobProcessor
 from resnet_serve.api.bulk.queue import FUNCTION, dumps, loads
 from resnet_serve.api.bulk.store import BulkStore
 from resnet_serve.api.v1.decoding import DecodePool
+from resnet_serve.shared.cpus import thread_count
 from resnet_serve.shared.keys import Keys
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.redis_client import redis_client
@@ -58,7 +59,9 @@ def build_worker(settings: Settings) -> Worker:
     # A decoding budget as a gateway's, sized from this process's own limit; no client
     # waits on a bulk image, so it waits for its turn (bounded by the job's timeout).
     budgets = build_budgets(settings, body_share=0, wait_s=settings.bulk_job_timeout_s)
-    pool = DecodePool(settings.decode_threads, settings.bulk_concurrency, metrics, budgets.decoding)
+    pool = DecodePool(
+        thread_count(settings.decode_threads), settings.bulk_concurrency, metrics, budgets.decoding
+    )
 
     async def startup(ctx: dict[str, Any]) -> None:
         await broker.start()

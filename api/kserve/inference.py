@@ -43,6 +43,7 @@ _PLATFORMS = {
     "onnxruntime": "onnxruntime_onnx",
     "torchscript": "pytorch_libtorch",
     "tensorrt": "tensorrt_plan",
+    "openvino": "openvino_ir",
 }
 
 
@@ -62,6 +63,11 @@ def metadata(info: ModelInfo) -> ModelMetadata:
             TensorMetadata(name=PIXELS, datatype="UINT8", shape=[-1, size, size, 3]),
         ],
         outputs=[TensorMetadata(name=PROBABILITIES, datatype="FP32", shape=[-1, info.num_classes])],
+        precision=info.precision,
+        top1_agreement=info.top1_agreement,
+        top1_lower_bound=info.top1_lower_bound,
+        top5_containment=info.top5_containment,
+        accuracy_gate_passed=info.accuracy_gate_passed,
     )
 
 

@@ -76,6 +76,16 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    # Additions to the KServe v2 body (clients ignore fields they do not know).
+    precision: str | None = Field(None, examples=["int8"])
+    top1_agreement: float | None = Field(
+        None, description="INT8: recorded top-1 agreement with fp32 on held-out crops"
+    )
+    top1_lower_bound: float | None = Field(
+        None, description="INT8: one-sided 95% Wilson lower bound of top1_agreement"
+    )
+    top5_containment: float | None = None
+    accuracy_gate_passed: bool | None = None
 
 
 class ServerLive(BaseModel):

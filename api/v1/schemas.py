@@ -101,6 +101,18 @@ class ModelOut(BaseModel):
         description="`random`: built from random weights for plumbing and benchmarks; "
         "its predictions are meaningless",
     )
+    top1_agreement: float | None = Field(
+        None, description="INT8: recorded top-1 agreement with fp32 on held-out crops"
+    )
+    top1_lower_bound: float | None = Field(
+        None, description="INT8: one-sided 95% Wilson lower bound of top1_agreement"
+    )
+    top5_containment: float | None = Field(
+        None, description="INT8: share of held-out crops whose fp32 top-1 is in the INT8 top-5"
+    )
+    accuracy_gate_passed: bool | None = Field(
+        None, description="INT8: whether the recorded accuracy gate passed"
+    )
 
 
 class HealthResponse(BaseModel):

@@ -16,7 +16,8 @@ import numpy as np
 from benchmarks.harness.console import log
 from benchmarks.harness.cpu import NoiseMeter
 from benchmarks.harness.images import ImageSet
-from resnet_serve.shared.preprocess import PreprocessConfig, preprocess
+from resnet_serve.shared.cpus import thread_count
+from resnet_serve.shared.preprocess import PreprocessConfig, config_for, preprocess
 from resnet_serve.shared.settings import Settings
 from resnet_serve.worker.engines.base import Engine
 
@@ -144,10 +145,10 @@ class InProcessBench:
         self.meter = meter
         self.loaded = load_model(settings)  # warm-up included
         info = self.loaded.info
-        self.config = PreprocessConfig(
-            info.resize_size, info.input_size, settings.max_image_pixels, settings.jpeg_draft
-        )
+        self.config = config_for(info, settings)
         self.results = InProcess(engine=f"{info.engine} {info.precision}")
+        # 0 means "one per usable core", sized exactly as the gateway sizes its pool.
+        self.decode_threads = thread_count(settings.decode_threads)
 
     def reference(self, images: list[bytes]) -> None:
         """Eager fp32 PyTorch and the served engine alone, at batch 1 and the serving batch."""
@@ -168,9 +169,7 @@ class InProcessBench:
     def decode(self, image_set: ImageSet) -> None:
         key = image_set.key
         with self.meter.phase(self.results.foreign_cores, f"decode/{key}"):
-            rate = decode_only(
-                image_set.images, self.config, self.settings.decode_threads, self.seconds
-            )
+            rate = decode_only(image_set.images, self.config, self.decode_threads, self.seconds)
         self.results.decode_only[key] = rate.per_s
         log(f"  {key}: decode+crop alone {rate.per_s:.1f} img/s")
 
@@ -184,7 +183,7 @@ class InProcessBench:
                 self.loaded.engine,
                 image_set.images,
                 self.config,
-                decode_threads=self.settings.decode_threads,
+                decode_threads=self.decode_threads,
                 batch=self.settings.max_batch,
                 duration_s=self.seconds,
             )

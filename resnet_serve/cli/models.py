@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 
 from resnet_serve.cli.common import (
@@ -27,8 +29,21 @@ def export(
     precision: PrecisionOpt = None,
     model_repository: Repo = None,
     max_batch: MaxBatch = None,
+    calibration_dir: Annotated[
+        Path | None,
+        typer.Option(help="INT8: calibration photos (default: scikit-image's CC0 photos)"),
+    ] = None,
+    calibration_crops: Annotated[
+        int | None, typer.Option(help="INT8: crops the quantisation ranges are fitted on")
+    ] = None,
+    holdout_crops: Annotated[
+        int | None, typer.Option(help="INT8: crops of held-out photos the gate judges (>= 300)")
+    ] = None,
+    accuracy_control_iterations: Annotated[
+        int | None, typer.Option(help="INT8: layers NNCF may return to fp32 (0: plain PTQ)")
+    ] = None,
 ) -> None:
-    """Build a model artifact (TorchScript or ONNX) into the model repository."""
+    """Build a model artifact (TorchScript, ONNX or OpenVINO INT8) into the model repository."""
     settings = settings_from(
         model=model,
         weights=weights,
@@ -36,12 +51,24 @@ def export(
         precision=precision,
         model_repository=model_repository,
         max_batch=max_batch,
+        calibration_dir=calibration_dir,
+        calibration_crops=calibration_crops,
+        holdout_crops=holdout_crops,
+        accuracy_control_iterations=accuracy_control_iterations,
     )
     importlib.import_module("torch")  # building needs it: a missing extra is named first
     directory, manifest = build_or_exit(settings)
     err.print(f"{manifest.name} version {manifest.version}: {directory}")
     for key, entry in manifest.artifacts.items():
         err.print(f"  {key}: {entry.file}")
+        if entry.accuracy is not None:
+            a = entry.accuracy
+            err.print(
+                f"    vs fp32 on {a.crops} held-out crops: top-1 agreement "
+                f"{a.top1_agreement:.2%} (lower bound {a.top1_lower_bound:.2%}), top-5 "
+                f"containment {a.top5_containment:.2%} (lower bound {a.top5_lower_bound:.2%}); "
+                f"gate {'passed' if a.passed else 'not passed'}"
+            )
 
 
 def models(model_repository: Repo = None) -> None:

@@ -38,7 +38,7 @@ class Engine(Protocol):
 
 
 def thread_count(requested: int) -> int:
-    """0 means one thread per CPU this process may run on."""
-    import os
+    """0 means one thread per core this process may use (cgroup quota and affinity)."""
+    from resnet_serve.shared.cpus import thread_count as sized
 
-    return requested or len(os.sched_getaffinity(0))
+    return sized(requested)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_BACKEND = {"onnxruntime": "onnx", "torchscript": "torchscript"}
+_BACKEND = {"onnxruntime": "onnx", "torchscript": "torchscript", "openvino": "openvino"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +56,14 @@ def torch_installed() -> bool:
         return False
 
 
-def _auto_engine(precision: str, cuda: bool) -> tuple[str, str]:
+def _auto_engine(precision: str, *, cuda: bool, int8_passed: bool) -> tuple[str, str]:
     """The engine `auto` means on this machine, and why."""
+    if precision == "int8":
+        return "openvino", "INT8 asked for; OpenVINO runs it on the CPU"
     if cuda:
         return "torchscript", "a CUDA device is present"
+    if precision == "auto" and int8_passed:
+        return "openvino", "CPU only, and the INT8 artifact passed its accuracy gate"
     if precision == "bf16" or (precision == "auto" and cpu_has_native_bf16() and torch_installed()):
         return "torchscript", "bf16 on a CPU with native bf16 (AVX512-BF16/AMX)"
     if not torch_installed():
@@ -68,6 +72,8 @@ def _auto_engine(precision: str, cuda: bool) -> tuple[str, str]:
 
 
 def _auto_precision(engine: str, device: str) -> str:
+    if engine == "openvino":
+        return "int8"
     if device == "cuda":
         return "fp16"
     if engine == "torchscript" and cpu_has_native_bf16():
@@ -75,14 +81,16 @@ def _auto_precision(engine: str, device: str) -> str:
     return "fp32"
 
 
-def choose_engine(engine: str, precision: str) -> EngineChoice:
+def choose_engine(engine: str, precision: str, *, int8_passed: bool = False) -> EngineChoice:
     """Resolve "auto" settings; reject combinations no engine can run. "auto" only ever
-    picks a real engine: the test-only "fault" engine must be asked for by name."""
+    picks a real engine: the test-only "fault" engine must be asked for by name.
+    `int8_passed`: an INT8 artifact of these weights exists and its recorded accuracy
+    gate passed."""
     if engine == "fault":
         raise ValueError("the fault engine is test-only: it has no artifact to build")
     cuda = cuda_present()
     if engine == "auto":
-        engine, reason = _auto_engine(precision, cuda)
+        engine, reason = _auto_engine(precision, cuda=cuda, int8_passed=int8_passed)
     else:
         reason = "set explicitly"
     device = "cuda" if engine == "torchscript" and cuda else "cpu"
@@ -91,7 +99,12 @@ def choose_engine(engine: str, precision: str) -> EngineChoice:
     if precision == "fp16" and device != "cuda":
         raise ValueError("fp16 needs a CUDA device; on CPU use fp32 or bf16")
     if engine == "onnxruntime" and precision != "fp32":
-        raise ValueError("the onnxruntime engine runs fp32; use --engine torchscript for bf16")
+        raise ValueError(
+            "the onnxruntime engine runs fp32; use --engine torchscript for bf16, "
+            "--engine openvino for int8"
+        )
+    if (engine == "openvino") != (precision == "int8"):
+        raise ValueError("int8 runs on the openvino engine, and the openvino engine runs int8")
     choice = EngineChoice(engine, precision, device, reason)
     log.info("engine: %s %s on %s (%s)", engine, precision, device, reason)
     return choice

@@ -16,4 +16,8 @@ def open_engine(path: Path, *, backend: str, precision: str, device: str, thread
         from resnet_serve.worker.engines.torchscript_engine import TorchScriptEngine
 
         return TorchScriptEngine(path, precision=precision, device=device, threads=threads)
+    if backend == "openvino":
+        from resnet_serve.worker.engines.openvino_engine import OpenVinoEngine
+
+        return OpenVinoEngine(path, precision=precision, threads=threads)
     raise ValueError(f"no engine for backend {backend!r}")

@@ -25,14 +25,52 @@ class WeightsInfo(BaseModel):
     sha256: str | None = None
 
 
+class Accuracy(BaseModel):
+    """An INT8 artifact against its fp32 source on held-out crops (photos never seen
+    in calibration); the gate judges the one-sided 95% Wilson lower bounds."""
+
+    crops: int
+    top1_agreement: float
+    top1_lower_bound: float
+    top5_containment: float
+    top5_lower_bound: float
+    top1_gate: float
+    top5_gate: float
+    passed: bool
+
+
+class Calibration(BaseModel):
+    source: str
+    digest: str
+    photos: int
+    holdout_photos: int
+    calibration_crops: int
+    holdout_crops: int
+    method: str  # "ptq" or "accuracy-control"
+    # Layers NNCF's accuracy control left in fp32 (empty for plain post-training quantisation).
+    fp32_layers: list[str] = Field(default_factory=list)
+
+
 class ArtifactEntry(BaseModel):
-    backend: Literal["torchscript", "onnx"]
-    precision: Literal["fp32", "bf16", "fp16"]
+    backend: Literal["torchscript", "onnx", "openvino"]
+    precision: Literal["fp32", "bf16", "fp16", "int8"]
     device: Literal["cpu", "cuda", "any"]
     file: str
     sha256: str
     max_batch: int
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    # Files the artifact needs beside `file` (OpenVINO's weights .bin), name -> sha256.
+    extra_files: dict[str, str] = Field(default_factory=dict)
+    calibration: Calibration | None = None
+    accuracy: Accuracy | None = None
+
+    def intact(self, directory: Path) -> bool:
+        """Every file present with the digest recorded when it was built."""
+        files = {self.file: self.sha256, **self.extra_files}
+        return all(
+            (directory / name).is_file() and sha256_file(directory / name) == digest
+            for name, digest in files.items()
+        )
 
 
 class Manifest(BaseModel):

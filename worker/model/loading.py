@@ -39,6 +39,7 @@ class LoadedModel:
 
     @property
     def info(self) -> ModelInfo:
+        accuracy = self.entry.accuracy
         return ModelInfo(
             name=self.manifest.name,
             version=self.manifest.version,
@@ -48,6 +49,10 @@ class LoadedModel:
             resize_size=self.manifest.resize_size,
             num_classes=len(self.labels),
             random_weights=self.manifest.weights.source == "random",
+            top1_agreement=accuracy.top1_agreement if accuracy else None,
+            top1_lower_bound=accuracy.top1_lower_bound if accuracy else None,
+            top5_containment=accuracy.top5_containment if accuracy else None,
+            accuracy_gate_passed=accuracy.passed if accuracy else None,
         )
 
 
@@ -58,6 +63,22 @@ def _wanted_weights(setting: str | None) -> str | None:
     return sha256_file(path) if path.is_file() else setting
 
 
+def int8_passed(settings: Settings) -> bool:
+    """An INT8 artifact of these weights exists, intact, and its recorded gate passed."""
+    found = ModelRepository(settings.models_dir).find(
+        settings.model, _wanted_weights(settings.weights)
+    )
+    if found is None:
+        return False
+    entry = found[1].artifacts.get(artifact_key("openvino", "int8", "cpu"))
+    return bool(entry and entry.accuracy and entry.accuracy.passed and entry.intact(found[0]))
+
+
+def choose(settings: Settings) -> EngineChoice:
+    """The engine and precision to serve: `auto` takes INT8 only past its gate."""
+    return choose_engine(settings.engine, settings.precision, int8_passed=int8_passed(settings))
+
+
 def ensure_artifact(settings: Settings, choice: EngineChoice) -> tuple[Path, Manifest]:
     """The repository version holding the chosen artifact, built first if missing."""
     repo = ModelRepository(settings.models_dir)
@@ -66,40 +87,22 @@ def ensure_artifact(settings: Settings, choice: EngineChoice) -> tuple[Path, Man
     if found and key in found[1].artifacts:
         directory, manifest = found
         entry = manifest.artifacts[key]
-        path = directory / entry.file
-        if path.is_file() and sha256_file(path) == entry.sha256:
+        if entry.intact(directory):
             return directory, manifest
-        log.warning("%s is missing or corrupt; rebuilding it", path)
-    log.info("no %s artifact for %s yet; building it", key, settings.model)
-    # Building needs torch and torchvision; serving a built ONNX artifact needs neither.
-    from resnet_serve.worker.model.catalog import get_spec
-    from resnet_serve.worker.model.export import export_artifact
-    from resnet_serve.worker.model.weights import resolve_weights
+        log.warning("%s is missing or corrupt; rebuilding it", directory / entry.file)
+    log.info("no %s artifact for %s yet; building it in a child process", key, settings.model)
+    # Building needs torch; serving a built ONNX or OpenVINO artifact does not, and this
+    # process never imports it.
+    from resnet_serve.worker.model.building import build_in_child
 
-    spec = get_spec(settings.model)
-    weights = resolve_weights(
-        spec,
-        settings.weights,
-        settings.weights_dir,
-        offline=settings.offline,
-        mirror_url=settings.weights_mirror_url,
-    )
-    return export_artifact(
-        spec,
-        weights,
-        repo,
-        backend=choice.backend,
-        precision=choice.precision,
-        device=choice.artifact_device,
-        max_batch=settings.max_batch,
-    )
+    return build_in_child(settings, choice)
 
 
 def load_model(settings: Settings) -> LoadedModel:
     """Everything a worker does before it may say it is ready."""
     if settings.engine == "fault":
         return load_fault_model(settings)
-    choice = choose_engine(settings.engine, settings.precision)
+    choice = choose(settings)
     directory, manifest = ensure_artifact(settings, choice)
     entry = manifest.artifacts[
         artifact_key(choice.backend, choice.precision, choice.artifact_device)
@@ -118,6 +121,7 @@ def load_model(settings: Settings) -> LoadedModel:
         threads=settings.inference_threads,
     )
     max_batch_s = warm_up(engine, manifest.input_size, settings.max_batch)
+    _log_serving(manifest, entry)
     return LoadedModel(engine, manifest, entry, directory, manifest.labels, max_batch_s)
 
 
@@ -161,3 +165,29 @@ def warm_up(engine: Engine, input_size: int, max_batch: int) -> float:
             largest = time.perf_counter() - began
     log.info("warmed batch sizes 1..%d in %.1f s", max_batch, time.perf_counter() - start)
     return largest
+
+
+def _log_serving(manifest: Manifest, entry: ArtifactEntry) -> None:
+    accuracy = entry.accuracy
+    if accuracy is None:
+        log.info(
+            "serving %s version %s: %s %s",
+            manifest.name,
+            manifest.version,
+            entry.backend,
+            entry.precision,
+        )
+        return
+    log.info(
+        "serving %s version %s: %s %s, top-1 agreement with fp32 %.2f%% (lower bound %.2f%%), "
+        "top-5 containment %.2f%% on %d held-out crops; accuracy gate %s",
+        manifest.name,
+        manifest.version,
+        entry.backend,
+        entry.precision,
+        100 * accuracy.top1_agreement,
+        100 * accuracy.top1_lower_bound,
+        100 * accuracy.top5_containment,
+        accuracy.crops,
+        "passed" if accuracy.passed else "NOT passed",
+    )

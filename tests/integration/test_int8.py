@@ -1,0 +1,136 @@
+"""The INT8 engine end to end: `export --precision int8`, its manifest entry, the
+engine choice, and the running service answering with the INT8 engine's answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from resnet_serve.shared.preprocess import PreprocessConfig, preprocess
+from resnet_serve.shared.settings import load_settings
+from resnet_serve.worker.engines.registry import open_engine
+from resnet_serve.worker.model.artifacts import ModelRepository, sha256_file
+from resnet_serve.worker.model.loading import choose
+from tests.images import jpeg
+from tests.servers import run_server
+
+INT8_KEY = "openvino-int8-cpu"
+
+
+def _int8_version(home: Path) -> tuple[Path, dict]:  # type: ignore[type-arg]
+    found = ModelRepository(home / "models").find("resnet18", "random")
+    assert found is not None
+    directory, manifest = found
+    return directory, manifest.model_dump()
+
+
+def test_export_records_backend_digests_calibration_and_accuracy(
+    resnet_int8_artifact: str, home: Path
+) -> None:
+    directory, manifest = _int8_version(home)
+    entry = manifest["artifacts"][INT8_KEY]
+    assert (entry["backend"], entry["precision"], entry["device"]) == ("openvino", "int8", "cpu")
+    assert entry["sha256"] == sha256_file(directory / entry["file"])
+    ((bin_name, bin_sha),) = entry["extra_files"].items()
+    assert bin_sha == sha256_file(directory / bin_name)
+    calibration = entry["calibration"]
+    assert len(calibration["digest"]) == 64
+    assert calibration["calibration_crops"] == 16
+    assert calibration["holdout_crops"] == 300
+    assert 0 < calibration["holdout_photos"] < calibration["photos"]
+    accuracy = entry["accuracy"]
+    assert accuracy["crops"] == 300
+    assert accuracy["top1_lower_bound"] <= accuracy["top1_agreement"]
+    assert accuracy["top5_lower_bound"] <= accuracy["top5_containment"]
+    assert accuracy["passed"] is False  # random weights never pass
+    assert "top-1 agreement" in resnet_int8_artifact
+    assert "random weights never pass" in resnet_int8_artifact
+    assert "onnx-fp32-any" in manifest["artifacts"]  # the fp32 source it was quantised from
+
+
+def test_auto_never_serves_int8_that_did_not_pass_its_gate(
+    resnet_int8_artifact: str, home: Path
+) -> None:
+    settings = load_settings(home_dir=home, weights="random", offline=True)
+    assert choose(settings).precision != "int8"
+    assert choose(settings.model_copy(update={"precision": "int8"})).engine == "openvino"
+
+
+def _engine_scores(home: Path, key: str, pixels: np.ndarray) -> np.ndarray:
+    directory, manifest = _int8_version(home)
+    entry = manifest["artifacts"][key]
+    engine = open_engine(
+        directory / entry["file"],
+        backend=entry["backend"],
+        precision=entry["precision"],
+        device="cpu",
+        threads=1,
+    )
+    try:
+        return engine.infer(pixels)
+    finally:
+        engine.close()
+
+
+def test_the_service_serves_int8_answers_and_says_so(
+    resnet_int8_artifact: str, home: Path, logs: Path
+) -> None:
+    data = jpeg("chelsea")
+    pixels = preprocess(data, PreprocessConfig())[None]
+    int8 = _engine_scores(home, INT8_KEY, pixels)[0]
+    fp32 = _engine_scores(home, "onnx-fp32-any", pixels)[0]
+    with run_server(
+        home, logs, "--weights", "random", "--engine", "openvino", "--precision", "int8"
+    ) as server:
+        (model,) = httpx.get(f"{server.url}/v1/models", timeout=10).json()
+        assert (model["engine"], model["precision"]) == ("openvino", "int8")
+        assert 0 <= model["top1_agreement"] <= 1
+        assert model["accuracy_gate_passed"] is False
+        meta = httpx.get(f"{server.url}/v2/models/resnet18", timeout=10).json()
+        assert meta["precision"] == "int8"
+        assert meta["top1_agreement"] == model["top1_agreement"]
+        assert "openvino int8, top-1 agreement with fp32" in server.log()
+
+        body = {
+            "inputs": [
+                {
+                    "name": "pixels",
+                    "shape": list(pixels.shape),
+                    "datatype": "UINT8",
+                    "data": pixels.ravel().tolist(),
+                }
+            ],
+            "outputs": [{"name": "probabilities"}],
+        }
+        response = httpx.post(f"{server.url}/v2/models/resnet18/infer", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        served = np.asarray(response.json()["outputs"][0]["data"], dtype=np.float32)
+        np.testing.assert_allclose(served, int8, rtol=1e-5, atol=1e-8)
+        assert np.abs(served - int8).max() < np.abs(served - fp32).max()
+
+        response = httpx.post(
+            f"{server.url}/v1/classify",
+            params={"top_k": 3},
+            content=data,
+            headers={"content-type": "image/jpeg"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        top = response.json()["predictions"]
+        assert [p["index"] for p in top] == list(np.argsort(-int8)[:3])
+        assert (
+            top[0]["score"] == float(np.float32(int8.max()))
+            or abs(top[0]["score"] - float(int8.max())) < 1e-6
+        )
+        assert "libtorch" not in Path(f"/proc/{server.process.pid}/maps").read_text()
+
+
+def test_a_first_start_builds_in_a_child_and_never_holds_torch(tmp_path: Path, logs: Path) -> None:
+    with run_server(
+        tmp_path / "home", logs, "--weights", "random", "--engine", "onnxruntime"
+    ) as server:
+        assert "building it in a child process" in server.log()
+        assert "libtorch" not in Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert httpx.get(f"{server.url}/v1/models", timeout=10).status_code == 200

@@ -1,0 +1,151 @@
+"""Calibration images for INT8: crops and flips of real photos, held out by source photo.
+
+The default source is the photos bundled with scikit-image (CC0 / public domain) and,
+when installed, scikit-learn's two sample photos (CC BY 2.0, attribution in their
+README). A user names their own directory with `--calibration-dir`. No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from resnet_serve.worker.model.artifacts import BuildError, sha256_file
+
+_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+_MIN_SIDE = 256  # smaller files (icons, test patterns) are not photos
+# scikit-image files that are not natural photos: patterns, text, masks, microscopy.
+_NOT_PHOTOS = {
+    "chessboard_GRAY.png",
+    "chessboard_RGB.png",
+    "logo.png",
+    "page.png",
+    "text.png",
+    "horse.png",
+    "phantom.png",
+    "microaneurysms.png",
+    "clock_motion.png",
+    "no_time_for_that_tiny.gif",
+    "multipage.tif",
+    "multipage_rgb.tif",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationSet:
+    """uint8 [N, S, S, 3] crops. `calibration` and `tuning` come from one set of photos,
+    `holdout` from the others, so a judged crop never shares a photo with a fitted one."""
+
+    calibration: np.ndarray
+    tuning: np.ndarray
+    holdout: np.ndarray
+    digest: str
+    source: str
+    photos: int
+    holdout_photos: int
+
+
+def _package_dir(package: str, sub: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / sub
+    return path if path.is_dir() else None
+
+
+def default_photo_files() -> list[Path]:
+    """scikit-image's bundled photos (+ scikit-learn's, when present)."""
+    files: list[Path] = []
+    skimage = _package_dir("skimage", "data")
+    if skimage is not None:
+        files += [p for p in skimage.iterdir() if p.name not in _NOT_PHOTOS]
+    sklearn = _package_dir("sklearn", "datasets/images")
+    if sklearn is not None:
+        files += list(sklearn.iterdir())
+    return files
+
+
+def photo_files(directory: Path | None) -> list[Path]:
+    candidates = sorted(directory.rglob("*")) if directory else default_photo_files()
+    files = [p for p in candidates if p.is_file() and p.suffix.lower() in _SUFFIXES]
+    photos = []
+    for path in sorted(files, key=lambda p: p.name):
+        try:
+            with Image.open(path) as image:
+                if min(image.size) >= _MIN_SIDE:
+                    photos.append(path)
+        except OSError:
+            continue
+    if len(photos) < 4:
+        where = directory or "scikit-image's sample photos (pip install scikit-image)"
+        raise BuildError(
+            f"INT8 calibration needs at least 4 photos of {_MIN_SIDE}px or more in {where}; "
+            f"found {len(photos)}"
+        )
+    return photos
+
+
+def _views(image: Image.Image, count: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` random square crops (half to all of the short side), resized, half flipped."""
+    w, h = image.size
+    out = np.empty((count, size, size, 3), dtype=np.uint8)
+    for i in range(count):
+        side = int(rng.integers(min(w, h) // 2, min(w, h) + 1))
+        x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        view = image.crop((x, y, x + side, y + side)).resize(
+            (size, size), Image.Resampling.BILINEAR
+        )
+        if rng.random() < 0.5:
+            view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out[i] = np.asarray(view)
+    return out
+
+
+def crop_views(photos: list[Image.Image], total: int, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    per = [total // len(photos) + (i < total % len(photos)) for i in range(len(photos))]
+    return np.concatenate([_views(p, n, size, rng) for p, n in zip(photos, per, strict=True)])
+
+
+def _rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def split_photos(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(fitted, held out): every third photo is held out, whole, with all its crops."""
+    held = files[1::3]
+    return [f for f in files if f not in held], held
+
+
+def load_calibration(
+    directory: Path | None,
+    *,
+    size: int,
+    calibration_crops: int,
+    holdout_crops: int,
+    seed: int = 0,
+) -> CalibrationSet:
+    """Split photos (not crops) into fitted and held-out groups, then crop each group."""
+    files = photo_files(directory)
+    fitted_files, holdout_files = split_photos(files)
+    fitted = [_rgb(f) for f in fitted_files]
+    held = [_rgb(f) for f in holdout_files]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+    digest.update(f"{size}:{calibration_crops}:{holdout_crops}:{seed}".encode())
+    return CalibrationSet(
+        calibration=crop_views(fitted, calibration_crops, size, seed),
+        tuning=crop_views(fitted, max(calibration_crops, 64), size, seed + 1),
+        holdout=crop_views(held, holdout_crops, size, seed + 2),
+        digest=digest.hexdigest(),
+        source=str(directory) if directory else "scikit-image (+ scikit-learn) sample photos",
+        photos=len(files),
+        holdout_photos=len(holdout_files),
+    )

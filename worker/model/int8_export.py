@@ -1,0 +1,119 @@
+"""`export --precision int8`: the fp32 ONNX artifact, quantised by OpenVINO/NNCF and
+recorded with its calibration set and its accuracy against fp32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from resnet_serve.worker.model.artifacts import (
+    ArtifactEntry,
+    Manifest,
+    ModelRepository,
+    artifact_key,
+    sha256_file,
+)
+from resnet_serve.worker.model.calibration import load_calibration
+from resnet_serve.worker.model.catalog import ModelSpec
+from resnet_serve.worker.model.export import _step, export_artifact
+from resnet_serve.worker.model.quantize import build_int8
+
+INT8_KEY = artifact_key("openvino", "int8", "cpu")
+FP32_KEY = artifact_key("onnx", "fp32", "any")
+
+
+def export_int8(
+    spec: ModelSpec,
+    weights: Path | None,
+    repo: ModelRepository,
+    *,
+    max_batch: int,
+    calibration_dir: Path | None,
+    calibration_crops: int,
+    holdout_crops: int,
+    accuracy_control_iterations: int,
+    console: Console | None = None,
+) -> tuple[Path, Manifest]:
+    console = console or Console(stderr=True)
+    directory, manifest = _fp32_source(spec, weights, repo, max_batch, console)
+    with _step(console, f"loading calibration photos ({calibration_dir or 'default set'})"):
+        data = load_calibration(
+            calibration_dir,
+            size=spec.input_size,
+            calibration_crops=calibration_crops,
+            holdout_crops=holdout_crops,
+        )
+    console.print(
+        f"  {data.photos} photos, {data.holdout_photos} held out: "
+        f"{len(data.calibration)} calibration crops, {len(data.holdout)} held-out crops"
+    )
+    random_weights = manifest.weights.source == "random"
+    with _step(console, f"quantising {spec.name} to INT8 (OpenVINO + NNCF)"):
+        result = build_int8(
+            directory / manifest.artifacts[FP32_KEY].file,
+            directory,
+            data,
+            # Random weights never pass (their fp32 answers carry no signal), so no
+            # search for layers to keep in fp32 is spent on them.
+            accuracy_control=not random_weights,
+            max_iterations=accuracy_control_iterations,
+        )
+    accuracy = result.accuracy
+    if random_weights and accuracy.passed:
+        accuracy = accuracy.model_copy(update={"passed": False})
+    xml, *rest = result.files
+    manifest.artifacts[INT8_KEY] = ArtifactEntry(
+        backend="openvino",
+        precision="int8",
+        device="cpu",
+        file=xml,
+        sha256=sha256_file(directory / xml),
+        extra_files={name: sha256_file(directory / name) for name in rest},
+        max_batch=max_batch,
+        calibration=result.calibration,
+        accuracy=accuracy,
+    )
+    repo.save(directory, manifest)
+    _report(console, manifest.artifacts[INT8_KEY], random_weights)
+    return directory, manifest
+
+
+def _fp32_source(
+    spec: ModelSpec, weights: Path | None, repo: ModelRepository, max_batch: int, console: Console
+) -> tuple[Path, Manifest]:
+    found = repo.find(spec.name, sha256_file(weights) if weights is not None else "random")
+    if found and FP32_KEY in found[1].artifacts and found[1].artifacts[FP32_KEY].intact(found[0]):
+        return found
+    return export_artifact(
+        spec,
+        weights,
+        repo,
+        backend="onnx",
+        precision="fp32",
+        device="any",
+        max_batch=max_batch,
+        console=console,
+    )
+
+
+def _report(console: Console, entry: ArtifactEntry, random_weights: bool) -> None:
+    a, c = entry.accuracy, entry.calibration
+    assert a is not None
+    assert c is not None
+    console.print(
+        f"  INT8 vs fp32 on {a.crops} held-out crops ({c.holdout_photos} photos never "
+        f"calibrated on), method {c.method}:\n"
+        f"    top-1 agreement {a.top1_agreement:.2%} (95% lower bound {a.top1_lower_bound:.2%}, "
+        f"gate {a.top1_gate:.1%})\n"
+        f"    top-5 containment {a.top5_containment:.2%} (95% lower bound "
+        f"{a.top5_lower_bound:.2%}, gate {a.top5_gate:.1%})"
+    )
+    if c.fp32_layers:
+        console.print(f"    {len(c.fp32_layers)} layers kept in fp32: {', '.join(c.fp32_layers)}")
+    if a.passed:
+        console.print("  [green]gate passed[/]: --precision auto serves INT8")
+    elif random_weights:
+        console.print("  gate not passed: random weights never pass; --precision auto stays fp32")
+    else:
+        console.print("  [yellow]gate failed[/]: --precision auto stays fp32 (int8 only if asked)")

@@ -1,0 +1,135 @@
+"""fp32 ONNX artifact -> OpenVINO INT8 (NNCF post-training quantisation), gated on
+agreement with fp32 over held-out photos. Needs openvino and nncf, never torch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnet_serve.worker.model.accuracy_gate import TOP1_GATE, compare
+from resnet_serve.worker.model.artifacts import Accuracy, Calibration
+from resnet_serve.worker.model.calibration import CalibrationSet
+
+log = logging.getLogger(__name__)
+
+_BATCH = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Int8Result:
+    files: list[str]  # the .xml first, then its .bin
+    calibration: Calibration
+    accuracy: Accuracy
+
+
+def _scores(compiled: Any, images: np.ndarray) -> np.ndarray:
+    out = [
+        np.asarray(compiled(images[i : i + _BATCH])[0], dtype=np.float32)
+        for i in range(0, len(images), _BATCH)
+    ]
+    return np.concatenate(out)
+
+
+def _compile(model: Any, threads: int) -> Any:
+    import openvino as ov
+
+    # f32, not the CPU plugin's default bf16 where the CPU has it: the reference must be
+    # fp32, and the INT8 graph's unquantised layers must run as the engine runs them.
+    config: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config.update(INFERENCE_NUM_THREADS=threads, NUM_STREAMS=1)
+    return ov.Core().compile_model(model, "CPU", config)
+
+
+def _accuracy_control(
+    fp32: Any,
+    dataset: Any,
+    data: CalibrationSet,
+    reference_top1: np.ndarray,
+    max_iterations: int,
+) -> Any:
+    """NNCF returns layers to fp32, most sensitive first, until top-1 agreement on the
+    tuning crops (photos also used for calibration, never the held-out ones) drops by
+    at most a third of 1 - TOP1_GATE."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    items = [(data.tuning[i : i + 1], int(reference_top1[i])) for i in range(len(data.tuning))]
+
+    def validate(compiled: Any, batches: Iterable[tuple[np.ndarray, int]]) -> tuple[float, list]:
+        hits = [float(compiled(x)[0].argmax() == label) for x, label in batches]
+        return float(np.mean(hits)), hits
+
+    return nncf.quantize_with_accuracy_control(
+        fp32,
+        dataset,
+        nncf.Dataset(items, lambda item: item[0]),
+        validate,
+        # A third of the gate's allowance: the gate judges a lower bound, on other photos.
+        max_drop=(1 - TOP1_GATE) / 3,
+        subset_size=len(data.calibration),
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            max_num_iterations=max_iterations, ranking_subset_size=min(100, len(items))
+        ),
+    )
+
+
+def _fp32_layers(model: Any) -> list[str]:
+    """Convolutions and matmuls whose inputs are not fed by a FakeQuantize."""
+    names = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in {"Convolution", "GroupConvolution", "MatMul"}:
+            continue
+        feeds = {op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())}
+        if "FakeQuantize" not in feeds and "Convert" not in feeds:
+            names.append(op.get_friendly_name())
+    return names
+
+
+def build_int8(
+    onnx_path: Path,
+    directory: Path,
+    data: CalibrationSet,
+    *,
+    accuracy_control: bool,
+    max_iterations: int,
+    threads: int = 0,
+) -> Int8Result:
+    """Quantise, judge on the held-out crops, and write `model.int8.xml`/`.bin`."""
+    import nncf
+    import openvino as ov
+
+    fp32 = ov.convert_model(str(onnx_path))
+    reference = _scores(_compile(fp32, threads), data.holdout)
+    dataset = nncf.Dataset([data.calibration[i : i + 1] for i in range(len(data.calibration))])
+    int8 = nncf.quantize(fp32, dataset, subset_size=len(data.calibration))
+    accuracy = compare(reference, _scores(_compile(int8, threads), data.holdout))
+    method = "ptq"
+    log.info(
+        "INT8 (plain PTQ): top-1 agreement %.4f on %d held-out crops",
+        accuracy.top1_agreement,
+        accuracy.crops,
+    )
+    if not accuracy.passed and accuracy_control and max_iterations > 0:
+        tuning_top1 = _scores(_compile(fp32, threads), data.tuning).argmax(1)
+        int8 = _accuracy_control(fp32, dataset, data, tuning_top1, max_iterations)
+        accuracy = compare(reference, _scores(_compile(int8, threads), data.holdout))
+        method = "accuracy-control"
+    xml = directory / "model.int8.xml"
+    ov.save_model(int8, str(xml), compress_to_fp16=False)
+    calibration = Calibration(
+        source=data.source,
+        digest=data.digest,
+        photos=data.photos,
+        holdout_photos=data.holdout_photos,
+        calibration_crops=len(data.calibration),
+        holdout_crops=len(data.holdout),
+        method=method,
+        fp32_layers=_fp32_layers(int8) if method == "accuracy-control" else [],
+    )
+    return Int8Result([xml.name, xml.with_suffix(".bin").name], calibration, accuracy)
