@@ -11,8 +11,8 @@ end-to-end service cannot pass.
 Each engine runs in its own process, so memory and load time are its own. Writes
 `docs/hardware-<device>.md` and a PNG plot (throughput vs batch size per engine).
 
-    python benchmarks/hardware_report.py            # ~5 min on 2 CPU cores
-    python benchmarks/hardware_report.py --quick    # smoke run
+    python -m benchmarks.hardware_report            # ~5 min on 2 CPU cores
+    python -m benchmarks.hardware_report --quick    # smoke run
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def render(
         f"# Hardware report: {device}",
         "",
         f"Machine: {info['cpu']}, {cores} cores ({info['vector']}); Python {info['python']}.",
-        f"Produced by `python benchmarks/hardware_report.py` on {time.strftime('%Y-%m-%d')};",
+        f"Produced by `python -m benchmarks.hardware_report` on {time.strftime('%Y-%m-%d')};",
         "ResNet-18, random weights (same compute as the real ones), uint8 224x224 input,",
         "normalisation and softmax inside the graph. One process per engine.",
         "",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import typer
 from rich.console import Console
@@ -81,18 +82,12 @@ def _predict_local(settings: Settings, images: list[Path], top_k: int, table: Ta
     for path in images:
         try:
             crop = preprocess(path.read_bytes(), config)
-        except ServeError as exc:
-            table.add_row(str(path), "-", f"error: {exc}", "", "")
-            failed = True
-            continue
-        except OSError as exc:
-            table.add_row(str(path), "-", f"error: cannot read it ({exc.strerror})", "", "")
+        except (ServeError, OSError) as exc:
+            _add_error(table, path, exc)
             failed = True
             continue
         probabilities = loaded.engine.infer(np.expand_dims(crop, 0))[0]
-        for rank, p in enumerate(best(probabilities, top_k, loaded.labels), start=1):
-            name = str(path) if rank == 1 else ""
-            table.add_row(name, str(rank), p.label, str(p.index), f"{p.score:.4f}")
+        _add_predictions(table, path, best(probabilities, top_k, loaded.labels))
     loaded.engine.close()
     return failed
 
@@ -111,15 +106,38 @@ def _predict_remote(
             except ServeClientError as exc:
                 if exc.status == 0:  # nothing answered: no use trying the next image
                     fail(exc.message)
-                table.add_row(str(path), "-", f"error: {exc.code}: {exc.message}", "", "")
+                _add_error(table, path, exc)
                 failed = True
                 continue
             except OSError as exc:
-                table.add_row(str(path), "-", f"error: cannot read it ({exc.strerror})", "", "")
+                _add_error(table, path, exc)
                 failed = True
                 continue
             table.title = f"{result.model} v{result.version} at {url}"
-            for rank, p in enumerate(result.predictions, start=1):
-                name = str(path) if rank == 1 else ""
-                table.add_row(name, str(rank), p.label, str(p.index), f"{p.score:.4f}")
+            _add_predictions(table, path, result.predictions)
     return failed
+
+
+class _Prediction(Protocol):  # the server's and the client's predictions alike
+    @property
+    def index(self) -> int: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+
+
+def _add_predictions(table: Table, path: Path, predictions: Iterable[_Prediction]) -> None:
+    for rank, p in enumerate(predictions, start=1):
+        name = str(path) if rank == 1 else ""
+        table.add_row(name, str(rank), p.label, str(p.index), f"{p.score:.4f}")
+
+
+def _add_error(table: Table, path: Path, exc: Exception) -> None:
+    if isinstance(exc, OSError):
+        message = f"cannot read it ({exc.strerror})"
+    elif hasattr(exc, "code") and hasattr(exc, "message"):  # ServeError, ServeClientError
+        message = f"{exc.code}: {exc.message}"
+    else:
+        message = str(exc)
+    table.add_row(str(path), "-", f"error: {message}", "", "")

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.installs.conftest import top_level
-from tests.installs.venvs import TIMEOUT_S, run, started, wait_until
+from tests.installs.venvs import TIMEOUT_S, run, started, wait_answering, wait_until
 from tests.redis_server import RedisServer
 from tests.servers import Server, free_port
 
@@ -71,15 +71,7 @@ def test_api_and_jobs_worker_run_against_redis(
     port = free_port()
     env = {"RESNET_SERVE_REDIS_URL": redis_server.url}
     with started(gateway_venv, logs, "api", "--port", str(port), env=env) as gateway:
-
-        def healthy() -> bool:
-            assert gateway.poll() is None, "the gateway exited"
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(healthy, "the gateway's /healthz")
+        wait_answering(gateway, f"http://127.0.0.1:{port}/healthz")
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert page.status_code == 200
     assert run(gateway_venv, "jobs-worker", "--check", "--worker-id", "w1", env=env).returncode == 1

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.images import jpeg
-from tests.installs.venvs import run, started, wait_until
+from tests.installs.venvs import run, started, wait_answering
 from tests.servers import free_port
 
 
@@ -78,15 +78,7 @@ def test_cpu_worker_install_serves_and_predicts_a_built_artifact(
     with started(
         cpu_worker_venv, logs, "serve", "--weights", "random", "--port", str(port), env=env
     ) as server:
-
-        def ready() -> bool:
-            assert server.poll() is None, "serve exited"
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, "serve's /readyz")
+        wait_answering(server, f"{url}/readyz")
         answer = httpx.post(
             f"{url}/v1/classify",
             content=jpeg("chelsea"),

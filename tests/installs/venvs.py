@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 from tests.servers import stop_process
 
 TIMEOUT_S = 120
@@ -51,6 +53,19 @@ def started(
         yield process
     finally:
         stop_process(process)
+
+
+def wait_answering(process: subprocess.Popen[bytes], url: str) -> None:
+    """Until GET `url` answers 200; the process must stay up meanwhile."""
+
+    def answering() -> bool:
+        assert process.poll() is None, f"the process serving {url} exited"
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(answering, url)
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
