@@ -11,8 +11,8 @@ end-to-end service cannot pass.
 Each engine runs in its own process, so memory and load time are its own. Writes
 `docs/hardware-<device>.md` and a PNG plot (throughput vs batch size per engine).
 
-    python benchmarks/hardware_report.py            # ~5 min on 2 CPU cores
-    python benchmarks/hardware_report.py --quick    # smoke run
+    python -m benchmarks.hardware_report            # ~5 min on 2 CPU cores
+    python -m benchmarks.hardware_report --quick    # smoke run
 """
 
 from __future__ import annotations
@@ -31,11 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from resnet_serve.shared.settings import load_settings
 
-from resnet_serve.shared.settings import load_settings  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 CPU_BATCHES = (1, 8, 32)
 GPU_BATCHES = (1, 8, 32, 128, 256)
@@ -156,7 +154,16 @@ def run_child(
     *,
     build_only: bool = False,
 ) -> list[Row]:
-    command = [sys.executable, __file__, "--child", engine, precision, "--home", str(home)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.hardware_report",
+        "--child",
+        engine,
+        precision,
+        "--home",
+        str(home),
+    ]
     command += ["--seconds", str(seconds), "--batches", *map(str, batches)]
     command += ["--build-only"] if build_only else []
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
@@ -214,7 +221,7 @@ def render(
         f"# Hardware report: {device}",
         "",
         f"Machine: {info['cpu']}, {cores} cores ({info['vector']}); Python {info['python']}.",
-        f"Produced by `python benchmarks/hardware_report.py` on {time.strftime('%Y-%m-%d')};",
+        f"Produced by `python -m benchmarks.hardware_report` on {time.strftime('%Y-%m-%d')};",
         "ResNet-18, random weights (same compute as the real ones), uint8 224x224 input,",
         "normalisation and softmax inside the graph. One process per engine.",
         "",
