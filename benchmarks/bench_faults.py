@@ -7,14 +7,13 @@ machine's speed or load), 32 closed-loop clients. For each scenario it prints re
 sent, answered (any HTTP status), lost (no answer at all), duplicated (inferences beyond
 one per answered job, on workers that lived to report them), 5xx by code, and times.
 
-    python benchmarks/bench_faults.py          # ~3 minutes
+    python -m benchmarks.bench_faults          # ~3 minutes
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,7 +21,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.cluster import (
     fault_settings,
     gateway,

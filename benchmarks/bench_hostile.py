@@ -19,7 +19,7 @@ the p99 of refusals (503s) seen by a side client sending one request every 20 ms
 "Admitted" jobs are those that entered the queue (inferred or expired there), counted
 once every request has been answered.
 
-    nice python benchmarks/bench_hostile.py           # ~4 minutes
+    nice python -m benchmarks.bench_hostile           # ~4 minutes
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import io
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -41,20 +40,25 @@ from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from tests.cluster import gateway, workers  # noqa: E402
-from tests.hostile import (  # noqa: E402
+from tests.cluster import gateway, workers
+from tests.hostile import (
     kserve_bomb,
     megapixels_png,
     peak_rss_bytes,
     reset_peak,
     rss_bytes,
 )
-from tests.images import jpeg  # noqa: E402
-from tests.redis_server import run_redis  # noqa: E402
-from tests.servers import Server, run_server, server_env, stop_process  # noqa: E402
+from tests.images import jpeg
+from tests.redis_server import run_redis
+from tests.servers import (
+    Server,
+    export_artifact,
+    launch,
+    resnet_serve,
+    run_server,
+    server_env,
+    stop_process,
+)
 
 MIB = 1024 * 1024
 GATEWAY_LIMIT = 768 * MIB
@@ -218,10 +222,9 @@ def bulk_zip(url: str, data: bytes) -> str:
 
 @contextmanager
 def jobs_worker(home: Path, logs: Path, redis_url: str, **settings: str) -> Iterator[int]:
-    command = [sys.executable, "-m", "resnet_serve", "jobs-worker", "--worker-id", "bench"]
+    command = resnet_serve("jobs-worker", "--worker-id", "bench")
     env = server_env(home, redis_url=redis_url, **settings)
-    with (logs / "bench-jobs-worker.log").open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = launch(command, env, logs / "bench-jobs-worker.log")
     try:
         time.sleep(3)
         yield process.pid
@@ -443,21 +446,7 @@ def main() -> None:
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="bench-hostile-logs-"))
     home = Path(os.environ.get("BENCH_HOME", logs / "home"))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "resnet_serve",
-            "export",
-            "--weights",
-            "random",
-            "--engine",
-            "onnxruntime",
-        ],
-        env=server_env(home),
-        check=True,
-        capture_output=True,
-    )
+    export_artifact(server_env(home))  # server_env pins the onnxruntime engine
     print(f"logs: {logs}")
     if not args.skip_distributed:
         distributed(home, logs)

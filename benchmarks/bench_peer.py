@@ -10,8 +10,9 @@ against issue 13's targets:
 - p50 at c=1 (ImageNet-sized): <= 0.45x the peer's;
 - serving RSS (peak, all processes) <= 400 MB; cold start from a built artifact <= 3 s.
 
-    python benchmarks/bench_peer.py                    # ~3 minutes
-    python benchmarks/bench_peer.py --precision fp32   # fp32 against the same peer
+    python -m benchmarks.bench_peer                    # ~3 minutes
+    python -m benchmarks.bench_peer --precision fp32   # fp32 against the same peer
+    python -m benchmarks.bench_peer --duration-s 1     # smoke run (figures meaningless)
 """
 
 from __future__ import annotations
@@ -26,18 +27,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import httpx
 
-from bench_service import (  # noqa: E402
-    ImageSet,
-    Load,
-    WrkClient,
-    camera_sized,
+from benchmarks.harness.console import log
+from benchmarks.harness.cpu import status_kib
+from benchmarks.harness.images import ImageSet, camera_sized, imagenet_sized
+from benchmarks.harness.load import Load, WrkClient
+from tests.cluster import wait_until
+from tests.servers import (
+    export_artifact,
     free_port,
-    imagenet_sized,
+    launch,
     run_server,
+    stop_process,
 )
 
 RUNS = (("imagenet", 1), ("imagenet", 32), ("camera", 8))
@@ -47,9 +49,7 @@ def _peak_rss_mb(pids: list[int]) -> float:
     total = 0
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1])
+            total += status_kib(pid, "VmHWM")
         except OSError:
             continue
     return total / 1024
@@ -64,29 +64,28 @@ def _children(pid: int) -> list[int]:
 
 
 @contextmanager
-def run_peer(log_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], float]]:
-    import httpx
-
+def run_peer(log_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The peer under gunicorn on a free port, answering /healthz (it has no /readyz)."""
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}"]
     command += ["--timeout", "120", "benchmarks.peer_app:app"]
-    start = time.perf_counter()
-    with (log_dir / "peer.log").open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    log_path = log_dir / "peer.log"
+    process = launch(command, dict(os.environ), log_path)
     url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(log_path.read_text(errors="replace")[-3000:])
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError((log_dir / "peer.log").read_text()[-3000:])
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        yield url, process, time.perf_counter() - start
+        wait_until(healthy, 180, "the peer")
+        yield url, process
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_process(process)
 
 
 def measure(client: WrkClient, url: str, duration_s: float) -> dict[tuple[str, int], Load]:
@@ -96,11 +95,9 @@ def measure(client: WrkClient, url: str, duration_s: float) -> dict[tuple[str, i
         time.sleep(3)  # let a slow server drain what the warm-up left queued
         loads[image_set, concurrency] = client.run(url, image_set, concurrency, duration_s)
         load = loads[image_set, concurrency]
-        print(
+        log(
             f"  {image_set} c{concurrency}: {load.req_per_s:.1f} req/s, p50 {load.p50_ms:.1f} ms,"
-            f" errors {load.errors}",
-            file=sys.stderr,
-            flush=True,
+            f" errors {load.errors}"
         )
     return loads
 
@@ -112,6 +109,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="resnet-serve-peer-") as tmp:
         work = Path(tmp)
+        home = work / "home"
         sets = [
             ImageSet("imagenet", "ImageNet-sized 500x375", imagenet_sized(48)),
             ImageSet("camera", "3000x2000", camera_sized(8)),
@@ -119,7 +117,7 @@ def main() -> int:
         client = WrkClient(work, sets)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_SERVE_")}
         env |= {
-            "RESNET_SERVE_HOME_DIR": str(work / "home"),
+            "RESNET_SERVE_HOME_DIR": str(home),
             "RESNET_SERVE_OFFLINE": "true",
             "RESNET_SERVE_RESPONSE_CACHE_ENTRIES": "0",
             "RESNET_SERVE_CALIBRATION_CROPS": "64",
@@ -127,20 +125,18 @@ def main() -> int:
             "RESNET_SERVE_ENGINE": "openvino" if args.precision == "int8" else "onnxruntime",
             "RESNET_SERVE_PRECISION": args.precision,
         }
-        print("building the artifact (not timed)", file=sys.stderr, flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "resnet_serve", "export", "--weights", "random"],
-            env=env,
-            cwd=REPO_ROOT,
-            check=True,
-            capture_output=True,
-        )
-        print("peer: Flask + gunicorn, 2 sync workers, eager fp32", file=sys.stderr, flush=True)
-        with run_peer(work) as (url, process, _):
+        log("building the artifact (not timed)")
+        export_artifact(env)
+        log("peer: Flask + gunicorn, 2 sync workers, eager fp32")
+        with run_peer(work) as (url, process):
             peer = measure(client, url, args.duration_s)
             peer_rss = _peak_rss_mb([process.pid, *_children(process.pid)])
-        print(f"resnet-serve serve, {args.precision}", file=sys.stderr, flush=True)
-        with run_server(env, work) as server:
+        log(f"resnet-serve serve, {args.precision}")
+        # `env` exactly (threads left to the cgroup); ready_s resolved to 50 ms.
+        serve_args = ("--weights", "random")
+        with run_server(
+            home, work, *serve_args, env=env, ready_timeout_s=180, poll_s=0.05
+        ) as server:
             ours = measure(client, server.url, args.duration_s)
             ours_rss = _peak_rss_mb([server.pid])
             cold_s = server.ready_s

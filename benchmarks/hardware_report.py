@@ -31,11 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from resnet_serve.shared.settings import load_settings
 
-from resnet_serve.shared.settings import load_settings  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 CPU_BATCHES = (1, 8, 32)
 GPU_BATCHES = (1, 8, 32, 128, 256)
@@ -156,7 +154,16 @@ def run_child(
     *,
     build_only: bool = False,
 ) -> list[Row]:
-    command = [sys.executable, __file__, "--child", engine, precision, "--home", str(home)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.hardware_report",
+        "--child",
+        engine,
+        precision,
+        "--home",
+        str(home),
+    ]
     command += ["--seconds", str(seconds), "--batches", *map(str, batches)]
     command += ["--build-only"] if build_only else []
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
