@@ -42,6 +42,7 @@ import httpx
 
 from tests.cluster import gateway, workers
 from tests.hostile import (
+    Prober,
     kserve_bomb,
     megapixels_png,
     peak_rss_bytes,
@@ -68,38 +69,6 @@ JOBS_WORKER_LIMIT = 512 * MIB
 GATEWAY_BUDGET = 270 * MIB
 JOBS_WORKER_BUDGET = 150 * MIB
 ENGINE = {"engine": "onnxruntime"}
-
-
-class Prober:
-    def __init__(self, url: str) -> None:
-        self.url = f"{url}/healthz"
-        self.latencies: list[float] = []
-        self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Prober:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=30) as client:
-            while not self._stop.is_set():
-                start = time.perf_counter()
-                try:
-                    client.get(self.url).raise_for_status()
-                except httpx.HTTPError:
-                    self.failures += 1
-                self.latencies.append(time.perf_counter() - start)
-                self._stop.wait(0.05)
-
-    @property
-    def worst_s(self) -> float:
-        return max(self.latencies, default=0.0)
 
 
 def row(name: str, cells: list[str]) -> None:

@@ -7,8 +7,12 @@ import contextlib
 import gzip
 import json
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
+
+import httpx
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
@@ -126,3 +130,38 @@ def reset_peak(pid: int) -> None:
 def peak_rss_bytes(pid: int) -> int:
     """The process's own high-water mark (VmHWM) plus its children's."""
     return sum(status_kib(p, "VmHWM") for p in process_tree(pid)) * 1024
+
+
+class Prober:
+    """GET /healthz every 50 ms in a thread, beside a hostile load: the slowest answer
+    is what a client would have seen; failed probes are counted, not raised."""
+
+    def __init__(self, url: str) -> None:
+        self.url = f"{url}/healthz"
+        self.latencies: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                start = time.perf_counter()
+                try:
+                    client.get(self.url).raise_for_status()
+                except httpx.HTTPError:
+                    self.failures += 1
+                self.latencies.append(time.perf_counter() - start)
+                self._stop.wait(0.05)
+
+    @property
+    def worst_s(self) -> float:
+        return max(self.latencies, default=0.0)

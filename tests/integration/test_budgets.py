@@ -7,7 +7,6 @@ The server gets a small explicit memory budget so hostile loads are cheap to run
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from tests.hostile import (
+    Prober,
     kserve_bomb,
     megapixels_png,
     peak_rss_bytes,
@@ -64,37 +64,6 @@ def classify(server: Server, data: bytes, media: str = "image/jpeg") -> httpx.Re
     return httpx.post(
         f"{server.url}/v1/classify", content=data, headers={"content-type": media}, timeout=60
     )
-
-
-class Prober:
-    """GET /healthz every 50 ms in a thread; the slowest answer is what a client beside
-    a hostile load would have seen."""
-
-    def __init__(self, server: Server) -> None:
-        self.url = f"{server.url}/healthz"
-        self.latencies: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Prober:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=30) as client:
-            while not self._stop.is_set():
-                start = time.perf_counter()
-                client.get(self.url).raise_for_status()
-                self.latencies.append(time.perf_counter() - start)
-                self._stop.wait(0.05)
-
-    @property
-    def worst_s(self) -> float:
-        return max(self.latencies)
 
 
 def settle_rss(server: Server, target: float, timeout_s: float = 15) -> int:
@@ -151,7 +120,7 @@ def test_kserve_bombs_are_refused_before_parsing(server: Server, kind: str) -> N
     bomb = kserve_bomb(60_000_000, kind)
     reset_peak(server.process.pid)
     before = rss_bytes(server.process.pid)
-    with Prober(server) as prober:
+    with Prober(server.url) as prober:
         for _ in range(4):
             response = httpx.post(
                 f"{server.url}/v2/models/resnet18/infer",
@@ -161,6 +130,7 @@ def test_kserve_bombs_are_refused_before_parsing(server: Server, kind: str) -> N
             )
             assert response.status_code == 413, response.text
             assert "elements" in response.json()["error"]
+    assert prober.failures == 0
     assert prober.worst_s < 2.0, prober.latencies
     # The inflated body is held (bounded by max_request_bytes); nothing 16x it.
     assert peak_rss_bytes(server.process.pid) - before < 140 * MIB
@@ -171,7 +141,7 @@ def test_large_valid_kserve_json_is_parsed_off_the_event_loop(server: Server) ->
     parsing cost fits the body budget): parsed in a parser process; probes beside it
     keep answering."""
     body = pixels_json(5)
-    with Prober(server) as prober:
+    with Prober(server.url) as prober:
         for _ in range(3):
             response = httpx.post(
                 f"{server.url}/v2/models/resnet18/infer",
@@ -181,6 +151,7 @@ def test_large_valid_kserve_json_is_parsed_off_the_event_loop(server: Server) ->
             )
             assert response.status_code == 200, response.text
             assert response.json()["outputs"][0]["shape"] == [5, 1000]
+    assert prober.failures == 0
     assert prober.worst_s < 2.0, prober.latencies
 
 
