@@ -62,18 +62,22 @@ def image_env(dockerfile: Dockerfile, root: Path, **overrides: str) -> dict[str,
     return env
 
 
-def build_step(root: Path) -> tuple[list[str], dict[str, str]]:
-    """The Dockerfile's `RUN ... resnet-serve export ...` as argv and environment."""
-    [run] = [a for k, a in WORKER.instructions if k == "RUN" and "resnet-serve export" in a]
+def build_steps(root: Path) -> list[tuple[list[str], dict[str, str]]]:
+    """The Dockerfile's `RUN ... resnet-serve export ...` steps, in order, as argv and
+    environment (the fp32 artifact, then the INT8 one built from it)."""
+    runs = [a for k, a in WORKER.instructions if k == "RUN" and "resnet-serve export" in a]
     args = WORKER.args | {"MODEL": MODEL}
-    words = shlex.split(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], run))
-    words = words[: words.index("&&")] if "&&" in words else words
-    env = base_env(root)
-    while "=" in words[0]:
-        name, value = words.pop(0).split("=", 1)
-        env[name] = remap(value, root)
-    assert words[0] == "/opt/venv/bin/resnet-serve"
-    return [*CLI, *words[1:]], env
+    steps = []
+    for run in runs:
+        words = shlex.split(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], run))
+        words = words[: words.index("&&")] if "&&" in words else words
+        env = base_env(root)
+        while "=" in words[0]:
+            name, value = words.pop(0).split("=", 1)
+            env[name] = remap(value, root)
+        assert words[0] == "/opt/venv/bin/resnet-serve"
+        steps.append(([*CLI, *words[1:]], env))
+    return steps
 
 
 def tree(directory: Path) -> dict[str, tuple[int, int]]:
@@ -114,10 +118,14 @@ def check(env: dict[str, str]) -> int:
 def test_cpu_worker_image_runs_offline_from_its_baked_repository(tmp_path: Path) -> None:
     root = tmp_path / "image"
     (root / "tmp").mkdir(parents=True)
-    argv, env = build_step(root)
-    subprocess.run(argv, env=env, check=True, capture_output=True, timeout=600)
+    steps = build_steps(root)
+    assert len(steps) == 2  # fp32, then INT8 at build time (never at pod start)
+    for argv, env in steps:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr
     baked = tree(root / "opt" / "resnet-serve")
     assert any(name.endswith("model.onnx") for name in baked)
+    assert any(name.endswith("model.int8.xml") for name in baked)
 
     with run_redis(tmp_path / "redis", password="s3cret-hex") as redis:
         metrics_port = free_port()
