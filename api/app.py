@@ -10,15 +10,15 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from resnet_serve.api import health
-from resnet_serve.api.admission_gate import AdmissionGate
 from resnet_serve.api.auth import ApiKeyAuth, load_api_keys
 from resnet_serve.api.broker.redis_broker import RedisBroker
-from resnet_serve.api.budget import build_budgets
 from resnet_serve.api.bulk import routes as bulk_routes
 from resnet_serve.api.bulk.store import BulkStore
 from resnet_serve.api.error_handlers import install_error_handlers
 from resnet_serve.api.kserve import routes as kserve_routes
 from resnet_serve.api.kserve.parsing import HeaderParser
+from resnet_serve.api.limits.admission_gate import AdmissionGate
+from resnet_serve.api.limits.budget import build_budgets
 from resnet_serve.api.middleware import RequestContext
 from resnet_serve.api.v1 import routes as v1_routes
 from resnet_serve.api.v1.cache import ResponseCache

@@ -64,7 +64,7 @@ from tests.servers import (
 MIB = 1024 * 1024
 GATEWAY_LIMIT = 768 * MIB
 JOBS_WORKER_LIMIT = 512 * MIB
-# What the budgets would size themselves to in those pods (api/budget.py: 50% of the
+# What the budgets would size themselves to in those pods (api/limits/budget.py: 50% of the
 # limit minus a ~110 MB baseline); set explicitly, this machine has no cgroup limit.
 GATEWAY_BUDGET = 270 * MIB
 JOBS_WORKER_BUDGET = 150 * MIB

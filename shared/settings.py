@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     jpeg_draft: bool = True
     response_cache_entries: int = Field(1024, ge=0, description="0 turns the cache off")
 
-    # Memory budgets (api/budget.py): bodies and decoding in flight, per process
+    # Memory budgets (api/limits/budget.py): bodies and decoding in flight, per process
     memory_budget_bytes: int = Field(
         0,
         ge=0,
@@ -104,7 +104,7 @@ class Settings(BaseSettings):
         1, ge=1, description="Processes that parse large KServe v2 JSON bodies off the loop"
     )
 
-    # HTTP server limits (api/http_limits.py)
+    # HTTP server limits (api/limits/http.py)
     max_header_bytes: int = Field(
         16 * 1024, ge=1024, description="Request line and headers together; beyond: 431"
     )

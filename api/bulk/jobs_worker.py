@@ -20,10 +20,10 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from resnet_serve.api.broker.redis_broker import RedisBroker
-from resnet_serve.api.budget import build_budgets
 from resnet_serve.api.bulk.processing import BulkJobProcessor
 from resnet_serve.api.bulk.queue import FUNCTION, dumps, loads
 from resnet_serve.api.bulk.store import BulkStore
+from resnet_serve.api.limits.budget import build_budgets
 from resnet_serve.api.v1.decoding import DecodePool
 from resnet_serve.shared.cpus import thread_count
 from resnet_serve.shared.keys import Keys

@@ -15,8 +15,8 @@ import zlib
 from collections.abc import AsyncIterable
 from typing import Any
 
-from resnet_serve.api.budget import Grant
 from resnet_serve.api.kserve.schemas import HEADER_LENGTH
+from resnet_serve.api.limits.budget import Grant
 from resnet_serve.shared.errors import InvalidTensor, PayloadTooLarge, UnsupportedMediaType
 
 _LENGTH = struct.Struct("<I")

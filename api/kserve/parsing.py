@@ -76,7 +76,7 @@ def parse(header: bytes, limits: ParseLimits) -> Parsed:
 
 
 def _parse_and_trim(header: bytes, limits: ParseLimits) -> Parsed:
-    from resnet_serve.api import malloc
+    from resnet_serve.api.limits import malloc
 
     try:
         return parse(header, limits)

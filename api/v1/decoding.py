@@ -11,8 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from resnet_serve.api import malloc
-from resnet_serve.api.budget import ByteBudget
+from resnet_serve.api.limits import malloc
+from resnet_serve.api.limits.budget import ByteBudget
 from resnet_serve.shared.errors import QueueFull, TooManyPixels
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.preprocess import (

@@ -2,7 +2,7 @@
 
 The body is streamed and counted, so an oversized upload is refused after at most
 `limit` bytes, whatever Content-Length claims; it must arrive within `body_timeout_s`;
-and the bytes it will hold are reserved from the process's body budget (api/budget.py)
+and the bytes it will hold are reserved from the process's body budget (api/limits/budget.py)
 as they arrive, so bodies in flight never pass it. Multipart files stay in memory
 (within those limits): nothing spools to disk.
 """
@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from resnet_serve.api.budget import Grant, body_grant
+from resnet_serve.api.limits.budget import Grant, body_grant
 from resnet_serve.shared.errors import (
     InvalidParameter,
     PayloadTooLarge,

@@ -82,9 +82,9 @@ def _run_gateway(
 ) -> None:
     import uvicorn
 
-    from resnet_serve.api import malloc
     from resnet_serve.api.app import create_app
-    from resnet_serve.api.http_limits import server_options
+    from resnet_serve.api.limits import malloc
+    from resnet_serve.api.limits.http import server_options
     from resnet_serve.shared.metrics import Metrics
 
     malloc.tune_allocator()  # so RSS comes back after a burst of large decodes
@@ -169,7 +169,7 @@ def jobs_worker(
             "(--worker-id names another host's)",
             code=1,
         )
-    from resnet_serve.api import malloc
+    from resnet_serve.api.limits import malloc
 
     malloc.tune_allocator()
     asyncio.run(serve_jobs_worker(settings))

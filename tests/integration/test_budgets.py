@@ -30,7 +30,7 @@ from tests.servers import Server, run_server
 pytestmark = pytest.mark.slow
 
 MIB = 1024 * 1024
-BUDGET = 192 * MIB  # bodies 40%, decoding 60% (api/budget.py)
+BUDGET = 192 * MIB  # bodies 40%, decoding 60% (api/limits/budget.py)
 DECODE_BUDGET = BUDGET - int(BUDGET * 0.4)
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 2.0

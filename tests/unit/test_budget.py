@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from resnet_serve.api.budget import ByteBudget, Grant
+from resnet_serve.api.limits.budget import ByteBudget, Grant
 from resnet_serve.shared.errors import PayloadTooLarge, QueueFull
 
 
