@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     accuracy_control_iterations: int = Field(
         20, ge=0, description="Layers NNCF may return to fp32 to pass the gate; 0: plain PTQ"
     )
+    accuracy_search_budget_s: float = Field(
+        120.0,
+        ge=0,
+        description="Seconds the INT8 accuracy search may run; past it plain INT8 is kept",
+    )
 
     # Batching and admission
     max_batch: int = Field(8, ge=1, le=256)

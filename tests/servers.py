@@ -68,9 +68,10 @@ def server_env(home: Path, **settings: str) -> dict[str, str]:
     env["RESNET_SERVE_HOME_DIR"] = str(home)
     env["RESNET_SERVE_OFFLINE"] = "true"
     env["RESNET_SERVE_INFERENCE_THREADS"] = "2"
-    # `auto` follows the CPU (TorchScript bf16 where AVX512-BF16/AMX exist, else ONNX
-    # Runtime): the tests pin one engine so their answers do not depend on the machine.
-    # tests/unit/test_engine_choice.py covers `auto`; a test may still ask for any engine.
+    # `auto` serves INT8 where a repository holds an INT8 artifact that passed its gate,
+    # else ONNX Runtime: the tests pin one engine so their answers do not depend on what
+    # was built before. tests/unit/test_engine_choice.py covers `auto`; a test may still
+    # ask for any engine.
     env["RESNET_SERVE_ENGINE"] = "onnxruntime"
     env.update({f"RESNET_SERVE_{k.upper()}": v for k, v in settings.items()})
     return env

@@ -64,6 +64,7 @@ class InProcessBroker:
     async def start(self) -> None:
         # Building, loading and warming take seconds of CPU: keep the loop responsive.
         self._model = await asyncio.to_thread(self._loader, self.settings)
+        self.settings = self._model.fitted(self.settings)  # warm-up may lower max_batch
         self._runner = BatchRunner(
             self._model,
             self._queue,

@@ -416,6 +416,7 @@ async def serve_worker(settings: Settings) -> None:
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, settings.host, metrics.registry)
     model = await asyncio.to_thread(load_model, settings)
+    settings = model.fitted(settings)  # warm-up may lower max_batch
     refusal = check_batch_time(settings, model.max_batch_s)
     if refusal:
         model.engine.close()

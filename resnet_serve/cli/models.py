@@ -42,6 +42,9 @@ def export(
     accuracy_control_iterations: Annotated[
         int | None, typer.Option(help="INT8: layers NNCF may return to fp32 (0: plain PTQ)")
     ] = None,
+    accuracy_search_budget_s: Annotated[
+        float | None, typer.Option(help="INT8: seconds the accuracy search may run")
+    ] = None,
 ) -> None:
     """Build a model artifact (TorchScript, ONNX or OpenVINO INT8) into the model repository."""
     settings = settings_from(
@@ -55,6 +58,7 @@ def export(
         calibration_crops=calibration_crops,
         holdout_crops=holdout_crops,
         accuracy_control_iterations=accuracy_control_iterations,
+        accuracy_search_budget_s=accuracy_search_budget_s,
     )
     importlib.import_module("torch")  # building needs it: a missing extra is named first
     directory, manifest = build_or_exit(settings)

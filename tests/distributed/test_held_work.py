@@ -272,3 +272,16 @@ def test_deadlines_are_judged_from_the_budget_on_redis_clock(
     assert "result" in json.loads(skewed[1])
     assert spent is not None
     assert json.loads(spent[1])["error"]["code"] == "deadline_exceeded"
+
+
+def test_out_of_memory_at_warm_up_serves_smaller_batches_and_says_so(
+    home: Path, logs: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The accelerator policy where an operator sees it: the worker starts, its log says
+    why, and its `/metrics` shows the largest batch it really runs."""
+    control = tmp_path / "fault.json"
+    control.write_text(json.dumps({"oom_above": 3}))
+    settings = fault_settings(20, fault_control_file=str(control), max_batch="8")
+    with workers(home, logs, redis_server, "small", **settings) as (worker,):
+        assert worker.metric("resnet_serve_max_batch") == 3
+        assert "out of memory at batch 4 during warm-up" in worker.log()

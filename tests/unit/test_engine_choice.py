@@ -21,7 +21,8 @@ def on(machine: pytest.MonkeyPatch, *, cuda: bool, bf16: bool) -> None:
     ("cuda", "bf16", "expected"),
     [
         (False, False, ("onnxruntime", "fp32", "cpu")),
-        (False, True, ("torchscript", "bf16", "cpu")),
+        # Native bf16 alone never picks bf16: no gate has judged it.
+        (False, True, ("onnxruntime", "fp32", "cpu")),
         (True, False, ("torchscript", "fp16", "cuda")),
         (True, True, ("torchscript", "fp16", "cuda")),
     ],
@@ -32,6 +33,24 @@ def test_auto_follows_the_machine(
     on(machine, cuda=cuda, bf16=bf16)
     picked = choice.choose_engine("auto", "auto")
     assert (picked.engine, picked.precision, picked.device) == expected
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_auto_serves_int8_on_a_cpu_only_past_its_gate(
+    machine: pytest.MonkeyPatch, bf16: bool
+) -> None:
+    on(machine, cuda=False, bf16=bf16)
+    passed = choice.choose_engine("auto", "auto", int8_passed=True)
+    assert (passed.engine, passed.precision, passed.device) == ("openvino", "int8", "cpu")
+    failed = choice.choose_engine("auto", "auto", int8_passed=False)
+    assert (failed.engine, failed.precision) == ("onnxruntime", "fp32")
+
+
+def test_bf16_on_a_cpu_only_when_asked_for(machine: pytest.MonkeyPatch) -> None:
+    on(machine, cuda=False, bf16=True)
+    picked = choice.choose_engine("auto", "bf16")
+    assert (picked.engine, picked.precision, picked.device) == ("torchscript", "bf16", "cpu")
+    assert (choice.choose_engine("torchscript", "auto").precision) == "fp32"
 
 
 def test_explicit_onnxruntime_is_fp32_anywhere(machine: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,8 @@ from resnet_serve.shared.jobs import Job, Result
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
 from resnet_serve.worker.engines.choice import choose_engine
-from resnet_serve.worker.model.loading import load_fault_model
+from resnet_serve.worker.engines.fault_engine import InjectedFault
+from resnet_serve.worker.model.loading import LoadedModel, load_fault_model
 from resnet_serve.worker.runner import BatchRunner, EngineBroken
 
 
@@ -83,3 +84,45 @@ def test_visibility_timeout_too_short_for_leases_is_refused() -> None:
 def test_a_gateway_serves_its_configured_models_default_first() -> None:
     settings = Settings(model="resnet18", models="efficientnet_lite0, resnet18")
     assert settings.served_models == ["resnet18", "efficientnet_lite0"]
+
+
+def fault_model(tmp_path: Path, control: dict[str, object], max_batch: int) -> LoadedModel:
+    (tmp_path / "fault.json").write_text(json.dumps(control))
+    settings = Settings(
+        engine="fault",
+        fault_control_file=tmp_path / "fault.json",
+        max_batch=max_batch,
+        home_dir=tmp_path,
+    )
+    return load_fault_model(settings)
+
+
+def test_out_of_memory_at_warm_up_lowers_the_largest_batch_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Device memory is fixed at warm-up (a CUDA graph per batch size): running out
+    there means serving smaller batches, not failing to start."""
+    model = fault_model(tmp_path, {"oom_above": 5}, max_batch=8)
+    assert model.max_batch == 5
+    settings = Settings(max_batch=8)
+    assert model.fitted(settings).max_batch == 5
+    assert model.fitted(Settings(max_batch=4)).max_batch == 4
+    assert "out of memory at batch 6 during warm-up" in caplog.text
+    assert "batches of at most 5 instead of max_batch 8" in caplog.text
+
+
+def test_out_of_memory_at_batch_one_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(InjectedFault, match="CUDA out of memory"):
+        fault_model(tmp_path, {"oom_above": 0}, max_batch=8)
+
+
+def test_out_of_memory_while_serving_breaks_the_engine(tmp_path: Path) -> None:
+    """None can happen after warm-up; if one does, the device is in an unknown state:
+    the worker hands its jobs back and exits non-zero (tests/distributed)."""
+    model = fault_model(tmp_path, {}, max_batch=4)
+    (tmp_path / "fault.json").write_text(json.dumps({"oom_above": 1}))
+    batches = BatchRunner(
+        model, asyncio.Queue(), _ignore, max_batch=4, max_batch_wait_ms=1, metrics=Metrics()
+    )
+    with pytest.raises(EngineBroken, match="out of memory"):
+        asyncio.run(batches.run_batch([job(), job()]))

@@ -57,17 +57,21 @@ def torch_installed() -> bool:
 
 
 def _auto_engine(precision: str, *, cuda: bool, int8_passed: bool) -> tuple[str, str]:
-    """The engine `auto` means on this machine, and why."""
+    """The engine `auto` means on this machine, and why. A reduced precision on the CPU
+    is served only as an artifact that passed its accuracy gate (INT8 today); bf16 is
+    never chosen by CPU flag alone, and only when asked for by name."""
     if precision == "int8":
         return "openvino", "INT8 asked for; OpenVINO runs it on the CPU"
     if cuda:
         return "torchscript", "a CUDA device is present"
     if precision == "auto" and int8_passed:
         return "openvino", "CPU only, and the INT8 artifact passed its accuracy gate"
-    if precision == "bf16" or (precision == "auto" and cpu_has_native_bf16() and torch_installed()):
-        return "torchscript", "bf16 on a CPU with native bf16 (AVX512-BF16/AMX)"
+    if precision == "bf16":
+        return "torchscript", "bf16 asked for; TorchScript runs it on the CPU"
     if not torch_installed():
         return "onnxruntime", "no torch in this install: ONNX Runtime serves"
+    if precision == "auto":
+        return "onnxruntime", "CPU only, and no INT8 artifact passed its accuracy gate"
     return "onnxruntime", "CPU only; ONNX Runtime is the fastest fp32 CPU engine"
 
 
@@ -76,8 +80,6 @@ def _auto_precision(engine: str, device: str) -> str:
         return "int8"
     if device == "cuda":
         return "fp16"
-    if engine == "torchscript" and cpu_has_native_bf16():
-        return "bf16"
     return "fp32"
 
 

@@ -5,11 +5,13 @@ It makes the distributed fault tests and benchmarks deterministic on a loaded tw
 machine: every batch takes `fault_latency_ms` (sleeping, so no CPU is used), and the
 JSON file named by `fault_control_file`, read before each batch, injects failures:
 
-    {"mode": "ok" | "fail" | "fatal" | "hang", "latency_ms": 250}
+    {"mode": "ok" | "fail" | "fatal" | "hang", "latency_ms": 250, "oom_above": 4}
 
 - "fail": every call raises an ordinary error (a broken engine that looks like bad input);
 - "fatal": every call raises `FatalEngineError` (a device error);
 - "hang": the call never returns (a hung device);
+- "oom_above": N: a batch of more than N images runs out of device memory, as torch
+  says it (a RuntimeError "CUDA out of memory");
 - a tensor of the wrong shape fails alone, as with the real engines (a bad input).
 """
 
@@ -63,6 +65,9 @@ class FaultEngine:
             raise FatalEngineError("injected fatal device error")
         if mode == "fail":
             raise InjectedFault("injected engine failure")
+        limit = control.get("oom_above")
+        if isinstance(limit, int) and len(images) > limit:
+            raise InjectedFault(f"CUDA out of memory. Tried to allocate a batch of {len(images)}")
         size = self.input_size
         if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3):
             raise ValueError(f"expected uint8 [N, {size}, {size}, 3], got {images.shape}")

@@ -49,6 +49,10 @@ class Calibration(BaseModel):
     method: str  # "ptq" or "accuracy-control"
     # Layers NNCF's accuracy control left in fp32 (empty for plain post-training quantisation).
     fp32_layers: list[str] = Field(default_factory=list)
+    # Seconds the accuracy search ran (0: it did not run), and whether it was stopped at
+    # its budget (the plain PTQ model is then kept).
+    search_s: float = 0.0
+    search_stopped: bool = False
 
 
 class ArtifactEntry(BaseModel):

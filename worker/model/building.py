@@ -48,6 +48,7 @@ def build_artifact(settings: Settings, choice: EngineChoice) -> tuple[Path, Mani
             calibration_crops=settings.calibration_crops,
             holdout_crops=settings.holdout_crops,
             accuracy_control_iterations=settings.accuracy_control_iterations,
+            accuracy_search_budget_s=settings.accuracy_search_budget_s,
         )
     from resnet_serve.worker.model.export import export_artifact
 

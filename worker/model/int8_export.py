@@ -18,6 +18,7 @@ from resnet_serve.worker.model.calibration import load_calibration
 from resnet_serve.worker.model.catalog import ModelSpec
 from resnet_serve.worker.model.export import _step, export_artifact
 from resnet_serve.worker.model.quantize import build_int8
+from resnet_serve.worker.model.search_clock import SearchClock
 
 INT8_KEY = artifact_key("openvino", "int8", "cpu")
 FP32_KEY = artifact_key("onnx", "fp32", "any")
@@ -33,6 +34,7 @@ def export_int8(
     calibration_crops: int,
     holdout_crops: int,
     accuracy_control_iterations: int,
+    accuracy_search_budget_s: float,
     console: Console | None = None,
 ) -> tuple[Path, Manifest]:
     console = console or Console(stderr=True)
@@ -58,6 +60,7 @@ def export_int8(
             # search for layers to keep in fp32 is spent on them.
             accuracy_control=not random_weights,
             max_iterations=accuracy_control_iterations,
+            clock=SearchClock(accuracy_search_budget_s, console.print),
         )
     accuracy = result.accuracy
     if random_weights and accuracy.passed:
@@ -111,6 +114,8 @@ def _report(console: Console, entry: ArtifactEntry, random_weights: bool) -> Non
     )
     if c.fp32_layers:
         console.print(f"    {len(c.fp32_layers)} layers kept in fp32: {', '.join(c.fp32_layers)}")
+    if c.search_stopped:
+        console.print(f"    accuracy search stopped after {c.search_s:.0f} s: plain INT8 kept")
     if a.passed:
         console.print("  [green]gate passed[/]: --precision auto serves INT8")
     elif random_weights:

@@ -33,9 +33,18 @@ class LoadedModel:
     entry: ArtifactEntry
     directory: Path
     labels: list[str]
+    # The largest batch warm-up ran: `max_batch`, or less where the device ran out of
+    # memory at a larger one.
+    max_batch: int = 1
     # Seconds the largest batch took at warm-up: the first measure of batch time, which
     # the visibility timeout is checked against and the watchdog starts from.
     max_batch_s: float = 0.0
+
+    def fitted(self, settings: Settings) -> Settings:
+        """`settings` with `max_batch` lowered to what warm-up could run."""
+        if self.max_batch >= settings.max_batch:
+            return settings
+        return settings.model_copy(update={"max_batch": self.max_batch})
 
     @property
     def info(self) -> ModelInfo:
@@ -120,9 +129,9 @@ def load_model(settings: Settings) -> LoadedModel:
         device=choice.device,
         threads=settings.inference_threads,
     )
-    max_batch_s = warm_up(engine, manifest.input_size, settings.max_batch)
+    max_batch, max_batch_s = warm_up(engine, manifest.input_size, settings.max_batch)
     _log_serving(manifest, entry)
-    return LoadedModel(engine, manifest, entry, directory, manifest.labels, max_batch_s)
+    return LoadedModel(engine, manifest, entry, directory, manifest.labels, max_batch, max_batch_s)
 
 
 def load_fault_model(settings: Settings) -> LoadedModel:
@@ -149,22 +158,43 @@ def load_fault_model(settings: Settings) -> LoadedModel:
     entry = ArtifactEntry(
         backend="onnx", precision="fp32", device="any", file="", sha256="", max_batch=256
     )
-    max_batch_s = warm_up(engine, 224, settings.max_batch)
-    return LoadedModel(engine, manifest, entry, settings.models_dir, labels, max_batch_s)
+    max_batch, max_batch_s = warm_up(engine, 224, settings.max_batch)
+    return LoadedModel(engine, manifest, entry, settings.models_dir, labels, max_batch, max_batch_s)
 
 
-def warm_up(engine: Engine, input_size: int, max_batch: int) -> float:
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Host or device memory ran out (torch raises `OutOfMemoryError`, a RuntimeError
+    whose message says "CUDA out of memory")."""
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+
+
+def warm_up(engine: Engine, input_size: int, max_batch: int) -> tuple[int, float]:
     """Run every batch size the batcher can produce once, so no request pays for a
-    first-time allocation or graph specialisation. Returns the largest batch's time."""
+    first-time allocation or graph specialisation (a CUDA graph per size: device memory
+    is fixed here, not while serving). Returns the largest batch that ran and its time:
+    running out of memory at a batch size lowers the largest batch to the one below,
+    and says so; at batch 1 it is an error."""
     start = time.perf_counter()
     largest = 0.0
     for size in range(1, max_batch + 1):
         began = time.perf_counter()
-        engine.infer(np.zeros((size, input_size, input_size, 3), dtype=np.uint8))
-        if size == max_batch:
-            largest = time.perf_counter() - began
+        try:
+            engine.infer(np.zeros((size, input_size, input_size, 3), dtype=np.uint8))
+        except Exception as exc:
+            if size == 1 or not is_out_of_memory(exc):
+                raise
+            log.warning(
+                "out of memory at batch %d during warm-up (%s): serving batches of at most "
+                "%d instead of max_batch %d",
+                size,
+                exc,
+                size - 1,
+                max_batch,
+            )
+            return size - 1, largest
+        largest = time.perf_counter() - began
     log.info("warmed batch sizes 1..%d in %.1f s", max_batch, time.perf_counter() - start)
-    return largest
+    return max_batch, largest
 
 
 def _log_serving(manifest: Manifest, entry: ArtifactEntry) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from resnet_serve.worker.model.accuracy_gate import TOP1_GATE, compare
 from resnet_serve.worker.model.artifacts import Accuracy, Calibration
 from resnet_serve.worker.model.calibration import CalibrationSet
+from resnet_serve.worker.model.search_clock import SearchClock, SearchOverBudget
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,19 @@ def _scores(compiled: Any, images: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _quantisation_parameters() -> Any:
+    """Weights quantised to a 7-bit range on every layer (NNCF's overflow fix), so one
+    artifact is right on every x86 CPU: without VNNI, the u8 x s8 multiply-add saturates
+    on 8-bit weights (EfficientNet-Lite0 on an AVX2-only EPYC: top-1 agreement with fp32
+    65.7% without the fix, 89.5% with it, on the same held-out crops)."""
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+    )
+
+    return AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
+
+
 def _compile(model: Any, threads: int) -> Any:
     import openvino as ov
 
@@ -52,16 +66,18 @@ def _accuracy_control(
     data: CalibrationSet,
     reference_top1: np.ndarray,
     max_iterations: int,
+    clock: SearchClock,
 ) -> Any:
     """NNCF returns layers to fp32, most sensitive first, until top-1 agreement on the
     tuning crops (photos also used for calibration, never the held-out ones) drops by
-    at most a third of 1 - TOP1_GATE."""
+    at most a third of 1 - TOP1_GATE. Raises SearchOverBudget when `clock` runs out."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     items = [(data.tuning[i : i + 1], int(reference_top1[i])) for i in range(len(data.tuning))]
 
     def validate(compiled: Any, batches: Iterable[tuple[np.ndarray, int]]) -> tuple[float, list]:
+        clock.tick()
         hits = [float(compiled(x)[0].argmax() == label) for x, label in batches]
         return float(np.mean(hits)), hits
 
@@ -73,6 +89,7 @@ def _accuracy_control(
         # A third of the gate's allowance: the gate judges a lower bound, on other photos.
         max_drop=(1 - TOP1_GATE) / 3,
         subset_size=len(data.calibration),
+        advanced_quantization_parameters=_quantisation_parameters(),
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
             max_num_iterations=max_iterations, ranking_subset_size=min(100, len(items))
         ),
@@ -98,28 +115,44 @@ def build_int8(
     *,
     accuracy_control: bool,
     max_iterations: int,
+    clock: SearchClock,
     threads: int = 0,
 ) -> Int8Result:
-    """Quantise, judge on the held-out crops, and write `model.int8.xml`/`.bin`."""
+    """Quantise, judge on the held-out crops, and write `model.int8.xml`/`.bin`. When
+    plain INT8 fails the gate, NNCF's accuracy search runs for at most `clock`'s budget;
+    past it, the plain INT8 model is kept, its failed verdict recorded."""
     import nncf
     import openvino as ov
 
     fp32 = ov.convert_model(str(onnx_path))
     reference = _scores(_compile(fp32, threads), data.holdout)
     dataset = nncf.Dataset([data.calibration[i : i + 1] for i in range(len(data.calibration))])
-    int8 = nncf.quantize(fp32, dataset, subset_size=len(data.calibration))
+    int8 = nncf.quantize(
+        fp32,
+        dataset,
+        subset_size=len(data.calibration),
+        advanced_parameters=_quantisation_parameters(),
+    )
     accuracy = compare(reference, _scores(_compile(int8, threads), data.holdout))
-    method = "ptq"
+    method, searched, stopped = "ptq", False, False
     log.info(
         "INT8 (plain PTQ): top-1 agreement %.4f on %d held-out crops",
         accuracy.top1_agreement,
         accuracy.crops,
     )
-    if not accuracy.passed and accuracy_control and max_iterations > 0:
+    searching = accuracy_control and max_iterations > 0 and clock.budget_s > 0
+    if not accuracy.passed and searching:
+        clock.start(f"plain INT8 failed the gate (top-1 agreement {accuracy.top1_agreement:.2%})")
+        searched = True
         tuning_top1 = _scores(_compile(fp32, threads), data.tuning).argmax(1)
-        int8 = _accuracy_control(fp32, dataset, data, tuning_top1, max_iterations)
-        accuracy = compare(reference, _scores(_compile(int8, threads), data.holdout))
-        method = "accuracy-control"
+        try:
+            int8 = _accuracy_control(fp32, dataset, data, tuning_top1, max_iterations, clock)
+        except SearchOverBudget as stop:
+            log.warning("INT8 accuracy search %s: keeping plain INT8", stop)
+            stopped = True
+        else:
+            accuracy = compare(reference, _scores(_compile(int8, threads), data.holdout))
+            method = "accuracy-control"
     xml = directory / "model.int8.xml"
     ov.save_model(int8, str(xml), compress_to_fp16=False)
     calibration = Calibration(
@@ -131,5 +164,7 @@ def build_int8(
         holdout_crops=len(data.holdout),
         method=method,
         fp32_layers=_fp32_layers(int8) if method == "accuracy-control" else [],
+        search_s=round(clock.elapsed_s, 1) if searched else 0.0,
+        search_stopped=stopped,
     )
     return Int8Result([xml.name, xml.with_suffix(".bin").name], calibration, accuracy)
