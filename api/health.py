@@ -31,9 +31,10 @@ def _models(classifier: Classifier) -> list[ModelOut]:
             input_size=m.input_size,
             weights="random" if m.random_weights else "pretrained",
             top1_agreement=m.top1_agreement,
-            top1_lower_bound=m.top1_lower_bound,
             top5_containment=m.top5_containment,
             accuracy_gate_passed=m.accuracy_gate_passed,
+            top1_drop_pt=m.top1_drop_pt,
+            top1_drop_bound_pt=m.top1_drop_bound_pt,
         )
         for m in classifier.broker.models().values()
     ]

@@ -65,8 +65,9 @@ class ModelInfo:
     num_classes: int
     # Built from random weights (plumbing and benchmarks): its predictions mean nothing.
     random_weights: bool = False
-    # INT8 artifacts: recorded agreement with fp32 on held-out crops (None for fp32 etc.).
+    # Reduced precisions: their accuracy gate's record against fp32 (None for fp32).
     top1_agreement: float | None = None
-    top1_lower_bound: float | None = None
     top5_containment: float | None = None
     accuracy_gate_passed: bool | None = None
+    top1_drop_pt: float | None = None
+    top1_drop_bound_pt: float | None = None

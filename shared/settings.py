@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     accuracy_control_iterations: int = Field(
         20, ge=0, description="Layers NNCF may return to fp32 to pass the gate; 0: plain PTQ"
     )
+    max_accuracy_drop_pt: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Reduced precisions pass their gate when the bound on their top-1 "
+        "accuracy loss is at most this many points",
+    )
     accuracy_search_budget_s: float = Field(
         120.0,
         ge=0,

@@ -65,9 +65,10 @@ def metadata(info: ModelInfo) -> ModelMetadata:
         outputs=[TensorMetadata(name=PROBABILITIES, datatype="FP32", shape=[-1, info.num_classes])],
         precision=info.precision,
         top1_agreement=info.top1_agreement,
-        top1_lower_bound=info.top1_lower_bound,
         top5_containment=info.top5_containment,
         accuracy_gate_passed=info.accuracy_gate_passed,
+        top1_drop_pt=info.top1_drop_pt,
+        top1_drop_bound_pt=info.top1_drop_bound_pt,
     )
 
 

@@ -79,13 +79,16 @@ class ModelMetadata(BaseModel):
     # Additions to the KServe v2 body (clients ignore fields they do not know).
     precision: str | None = Field(None, examples=["int8"])
     top1_agreement: float | None = Field(
-        None, description="INT8: recorded top-1 agreement with fp32 on held-out crops"
-    )
-    top1_lower_bound: float | None = Field(
-        None, description="INT8: one-sided 95% Wilson lower bound of top1_agreement"
+        None, description="Reduced precision: top-1 agreement with fp32 on held-out crops"
     )
     top5_containment: float | None = None
     accuracy_gate_passed: bool | None = None
+    top1_drop_pt: float | None = Field(
+        None, description="Reduced precision: top-1 accuracy lost against fp32, in points"
+    )
+    top1_drop_bound_pt: float | None = Field(
+        None, description="Its one-sided 95% upper bound (bootstrapped by photo)"
+    )
 
 
 class ServerLive(BaseModel):

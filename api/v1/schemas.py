@@ -102,16 +102,28 @@ class ModelOut(BaseModel):
         "its predictions are meaningless",
     )
     top1_agreement: float | None = Field(
-        None, description="INT8: recorded top-1 agreement with fp32 on held-out crops"
-    )
-    top1_lower_bound: float | None = Field(
-        None, description="INT8: one-sided 95% Wilson lower bound of top1_agreement"
+        None,
+        description="Reduced precision: top-1 agreement with fp32 on held-out crops "
+        "(flips between near-tied classes included; the gate judges top1_drop_bound_pt)",
     )
     top5_containment: float | None = Field(
-        None, description="INT8: share of held-out crops whose fp32 top-1 is in the INT8 top-5"
+        None,
+        description="Reduced precision: share of held-out crops whose fp32 top-1 is in its top 5",
     )
     accuracy_gate_passed: bool | None = Field(
-        None, description="INT8: whether the recorded accuracy gate passed"
+        None, description="Reduced precision: whether its recorded accuracy gate passed"
+    )
+    top1_drop_pt: float | None = Field(
+        None,
+        description="Reduced precision: top-1 accuracy lost against fp32, in points "
+        "(estimated under fp32's probabilities, or measured on labelled photos)",
+        examples=[0.2],
+    )
+    top1_drop_bound_pt: float | None = Field(
+        None,
+        description="One-sided 95% upper bound of top1_drop_pt, bootstrapped by photo; "
+        "the gate passes when it is at most max_accuracy_drop_pt",
+        examples=[0.31],
     )
 
 

@@ -68,10 +68,8 @@ def export(
         if entry.accuracy is not None:
             a = entry.accuracy
             err.print(
-                f"    vs fp32 on {a.crops} held-out crops: top-1 agreement "
-                f"{a.top1_agreement:.2%} (lower bound {a.top1_lower_bound:.2%}), top-5 "
-                f"containment {a.top5_containment:.2%} (lower bound {a.top5_lower_bound:.2%}); "
-                f"gate {'passed' if a.passed else 'not passed'}"
+                f"    vs fp32: top-1 drop {a.drop_pt:.2f} pt (bound {a.drop_upper_pt:.2f}, "
+                f"allowed {a.max_drop_pt:g}); gate {'passed' if a.passed else 'not passed'}"
             )
 
 

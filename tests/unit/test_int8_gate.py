@@ -1,4 +1,4 @@
-"""The INT8 accuracy gate, the calibration split and the engine choice around it."""
+"""The INT8 calibration split, its labels, and the engine choice around the gate."""
 
 from __future__ import annotations
 
@@ -9,39 +9,16 @@ import pytest
 from PIL import Image
 
 from resnet_serve.worker.engines.choice import choose_engine
-from resnet_serve.worker.model.accuracy_gate import compare, wilson_lower
+from resnet_serve.worker.model.artifacts import BuildError
 from resnet_serve.worker.model.calibration import load_calibration, photo_files, split_photos
 
 
-def test_wilson_lower_bound_is_below_the_rate_and_tightens_with_more_trials() -> None:
-    assert wilson_lower(300, 300) == pytest.approx(300 / (300 + 1.645**2))
-    assert wilson_lower(99, 100) < 0.99
-    assert wilson_lower(990, 1000) > wilson_lower(99, 100)
-    assert wilson_lower(0, 0) == 0.0
-
-
-def test_gate_judges_the_lower_bound_not_the_rate() -> None:
-    rng = np.random.default_rng(0)
-    reference = rng.random((400, 10))
-    same = compare(reference, reference)
-    assert same.top1_agreement == 1.0
-    assert same.top5_containment == 1.0
-    # 400/400 agree, yet 400 crops cannot show top-5 containment >= 99.5% at 95% confidence.
-    assert same.top1_lower_bound >= same.top1_gate
-    assert same.top5_lower_bound < same.top5_gate
-    assert not same.passed
-    assert compare(np.tile(reference, (3, 1)), np.tile(reference, (3, 1))).passed
-    shuffled = compare(reference, rng.random((400, 10)))
-    assert shuffled.top1_agreement < 0.5
-    assert not shuffled.passed
-
-
-def _photos(directory: Path, count: int) -> None:
-    directory.mkdir()
-    rng = np.random.default_rng(1)
+def _photos(directory: Path, count: int, seed: int = 1) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
     for i in range(count):
         pixels = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(directory / f"photo{i:02d}.png")
+        Image.fromarray(pixels).save(directory / f"photo{seed:02d}-{i:02d}.png")
     Image.new("RGB", (64, 64)).save(directory / "icon.png")  # too small to be a photo
 
 
@@ -61,6 +38,31 @@ def test_calibration_holds_out_whole_photos(tmp_path: Path) -> None:
     again = load_calibration(tmp_path / "photos", size=32, calibration_crops=20, holdout_crops=30)
     assert again.digest == data.digest
     assert np.array_equal(again.holdout, data.holdout)
+    # Each held-out crop knows its photo: the gate's bound is taken over photos.
+    assert data.holdout_owner.tolist() == [0] * 10 + [1] * 10 + [2] * 10
+    assert data.holdout_labels is None  # photos not in class folders: no labels
+
+
+def test_class_folders_label_the_held_out_crops(tmp_path: Path) -> None:
+    labels = ["tench", "goldfish", "Egyptian cat"]
+    for i, folder in enumerate(["tench", "Egyptian_cat", "goldfish"] * 2):
+        _photos(tmp_path / "photos" / folder, 1, seed=i)
+    data = load_calibration(
+        tmp_path / "photos", size=32, calibration_crops=8, holdout_crops=20, labels=labels
+    )
+    held = split_photos(photo_files(tmp_path / "photos"))[1]
+    expected = [labels.index(f.parent.name.replace("_", " ")) for f in held]
+    assert data.holdout_labels is not None
+    assert data.holdout_labels.tolist() == [expected[o] for o in data.holdout_owner]
+
+
+def test_a_class_folder_naming_no_class_is_refused(tmp_path: Path) -> None:
+    for i, folder in enumerate(["tench", "not a class", "tench", "tench", "tench"]):
+        _photos(tmp_path / "photos" / folder, 1, seed=i)
+    with pytest.raises(BuildError, match="not a class"):
+        load_calibration(
+            tmp_path / "photos", size=32, calibration_crops=8, holdout_crops=20, labels=["tench"]
+        )
 
 
 def test_the_default_calibration_set_is_scikit_image_photos() -> None:
@@ -97,7 +99,14 @@ def test_model_info_grows_without_breaking_older_readers() -> None:
         "resize_size",
         "num_classes",
     }
-    int8 = ModelInfo("resnet18", "1", "openvino", "int8", 224, 256, 1000, 0.99, 0.98, 1.0, True)
+    int8 = ModelInfo(
+        *("resnet18", "1", "openvino", "int8", 224, 256, 1000),
+        top1_agreement=0.9,
+        top5_containment=0.998,
+        accuracy_gate_passed=True,
+        top1_drop_pt=0.2,
+        top1_drop_bound_pt=0.31,
+    )
     assert decode_model_info(encode_model_info(int8)) == int8
     newer = json.loads(encode_model_info(int8)) | {"a_field_from_the_future": 1}
     assert decode_model_info(json.dumps(newer).encode()) == int8

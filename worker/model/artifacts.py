@@ -26,17 +26,21 @@ class WeightsInfo(BaseModel):
 
 
 class Accuracy(BaseModel):
-    """An INT8 artifact against its fp32 source on held-out crops (photos never seen
-    in calibration); the gate judges the one-sided 95% Wilson lower bounds."""
+    """A reduced-precision artifact against its fp32 source on crops of held-out photos
+    (never calibrated on), as `accuracy_gate.judge` measured it."""
 
     crops: int
-    top1_agreement: float
-    top1_lower_bound: float
-    top5_containment: float
-    top5_lower_bound: float
-    top1_gate: float
-    top5_gate: float
+    photos: int  # held-out photos: the bound's observations
+    labelled: bool  # True: drop measured against labels; False: estimated under fp32
+    drop_pt: float  # loss of top-1 accuracy, in percentage points
+    drop_upper_pt: float  # its one-sided 95% bound, bootstrapped by photo
+    max_drop_pt: float  # the allowance it was judged against
+    confident_crops: int  # crops where fp32's top-1 probability is >= 0.5
+    confident_agreement: float  # top-1 agreement with fp32 on those
+    top1_agreement: float  # on every crop (flips between near-ties included)
+    top5_containment: float  # fp32's top-1 inside the candidate's top 5
     passed: bool
+    reason: str  # "passed", or why not
 
 
 class Calibration(BaseModel):

@@ -49,6 +49,7 @@ def build_artifact(settings: Settings, choice: EngineChoice) -> tuple[Path, Mani
             holdout_crops=settings.holdout_crops,
             accuracy_control_iterations=settings.accuracy_control_iterations,
             accuracy_search_budget_s=settings.accuracy_search_budget_s,
+            max_accuracy_drop_pt=settings.max_accuracy_drop_pt,
         )
     from resnet_serve.worker.model.export import export_artifact
 

@@ -2,7 +2,9 @@
 
 The default source is the photos bundled with scikit-image (CC0 / public domain) and,
 when installed, scikit-learn's two sample photos (CC BY 2.0, attribution in their
-README). A user names their own directory with `--calibration-dir`. No torch here.
+README). A user names their own directory with `--calibration-dir`; photos in class
+folders named by their label (`Egyptian cat/`, `Egyptian_cat/`) are labelled, and the
+accuracy gate then measures the top-1 drop instead of estimating it. No torch here.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class CalibrationSet:
     calibration: np.ndarray
     tuning: np.ndarray
     holdout: np.ndarray
+    holdout_owner: np.ndarray  # the held-out photo each held-out crop comes from
+    holdout_labels: np.ndarray | None  # class index per held-out crop, if labelled
     digest: str
     source: str
     photos: int
@@ -106,10 +110,39 @@ def _views(image: Image.Image, count: int, size: int, rng: np.random.Generator) 
     return out
 
 
+def _shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
 def crop_views(photos: list[Image.Image], total: int, size: int, seed: int) -> np.ndarray:
+    """`total` crops, shared evenly among `photos`, in photo order."""
     rng = np.random.default_rng(seed)
-    per = [total // len(photos) + (i < total % len(photos)) for i in range(len(photos))]
+    per = _shares(total, len(photos))
     return np.concatenate([_views(p, n, size, rng) for p, n in zip(photos, per, strict=True)])
+
+
+def crop_owners(photos: int, total: int) -> np.ndarray:
+    """The photo index of each crop `crop_views` made."""
+    return np.repeat(np.arange(photos), _shares(total, photos))
+
+
+def _normalised(name: str) -> str:
+    return name.replace("_", " ").strip().casefold()
+
+
+def photo_labels(files: list[Path], directory: Path, labels: list[str]) -> np.ndarray | None:
+    """Class indices from class folders (`<dir>/<label>/<photo>`), or None when the
+    photos are not sorted into folders. A folder naming no class is an error."""
+    if not all(f.parent != directory for f in files):
+        return None
+    index = {_normalised(label): i for i, label in enumerate(labels)}
+    unknown = sorted({f.parent.name for f in files if _normalised(f.parent.name) not in index})
+    if unknown:
+        raise BuildError(
+            f"calibration folders that name no class of this model: {', '.join(unknown[:5])} "
+            "(name each folder by its label, e.g. 'Egyptian cat')"
+        )
+    return np.array([index[_normalised(f.parent.name)] for f in files])
 
 
 def _rgb(path: Path) -> Image.Image:
@@ -129,11 +162,15 @@ def load_calibration(
     size: int,
     calibration_crops: int,
     holdout_crops: int,
+    labels: list[str] | None = None,
     seed: int = 0,
 ) -> CalibrationSet:
-    """Split photos (not crops) into fitted and held-out groups, then crop each group."""
+    """Split photos (not crops) into fitted and held-out groups, then crop each group.
+    `labels`: the model's class names, to read class folders with."""
     files = photo_files(directory)
     fitted_files, holdout_files = split_photos(files)
+    classes = photo_labels(holdout_files, directory, labels) if directory and labels else None
+    owner = crop_owners(len(holdout_files), holdout_crops)
     fitted = [_rgb(f) for f in fitted_files]
     held = [_rgb(f) for f in holdout_files]
     digest = hashlib.sha256()
@@ -144,6 +181,8 @@ def load_calibration(
         calibration=crop_views(fitted, calibration_crops, size, seed),
         tuning=crop_views(fitted, max(calibration_crops, 64), size, seed + 1),
         holdout=crop_views(held, holdout_crops, size, seed + 2),
+        holdout_owner=owner,
+        holdout_labels=classes[owner] if classes is not None else None,
         digest=digest.hexdigest(),
         source=str(directory) if directory else "scikit-image (+ scikit-learn) sample photos",
         photos=len(files),

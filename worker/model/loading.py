@@ -59,9 +59,10 @@ class LoadedModel:
             num_classes=len(self.labels),
             random_weights=self.manifest.weights.source == "random",
             top1_agreement=accuracy.top1_agreement if accuracy else None,
-            top1_lower_bound=accuracy.top1_lower_bound if accuracy else None,
             top5_containment=accuracy.top5_containment if accuracy else None,
             accuracy_gate_passed=accuracy.passed if accuracy else None,
+            top1_drop_pt=accuracy.drop_pt if accuracy else None,
+            top1_drop_bound_pt=accuracy.drop_upper_pt if accuracy else None,
         )
 
 
@@ -209,15 +210,16 @@ def _log_serving(manifest: Manifest, entry: ArtifactEntry) -> None:
         )
         return
     log.info(
-        "serving %s version %s: %s %s, top-1 agreement with fp32 %.2f%% (lower bound %.2f%%), "
-        "top-5 containment %.2f%% on %d held-out crops; accuracy gate %s",
+        "serving %s version %s: %s %s, top-1 accuracy vs fp32 %.2f points lower (%s; "
+        "95%% bound %.2f) on %d crops of %d held-out photos; accuracy gate: %s",
         manifest.name,
         manifest.version,
         entry.backend,
         entry.precision,
-        100 * accuracy.top1_agreement,
-        100 * accuracy.top1_lower_bound,
-        100 * accuracy.top5_containment,
+        accuracy.drop_pt,
+        "measured" if accuracy.labelled else "estimated",
+        accuracy.drop_upper_pt,
         accuracy.crops,
-        "passed" if accuracy.passed else "NOT passed",
+        accuracy.photos,
+        accuracy.reason,
     )

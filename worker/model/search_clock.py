@@ -33,7 +33,7 @@ class SearchClock:
     def start(self, why: str) -> None:
         """Say why the search runs and how long it may take, then start the clock."""
         self._report(f"    {why}")
-        budget = f"up to {self.budget_s:.0f} s"
+        budget = f"up to {self.budget_s:g} s"
         self._report(f"    accuracy search: {budget} (NNCF quantises again first)")
         self._started = self._reported = time.monotonic()
 
@@ -43,10 +43,10 @@ class SearchClock:
         if now - self._reported >= self._every_s:
             self._reported = now
             self._report(
-                f"    accuracy search: {self.elapsed_s:.0f} s of {self.budget_s:.0f} s, "
+                f"    accuracy search: {self.elapsed_s:.0f} s of {self.budget_s:g} s, "
                 f"{self.evaluations} evaluations"
             )
         if self.elapsed_s > self.budget_s:
             raise SearchOverBudget(
-                f"stopped at its {self.budget_s:.0f} s budget after {self.evaluations} evaluations"
+                f"stopped at its {self.budget_s:g} s budget after {self.evaluations} evaluations"
             )
