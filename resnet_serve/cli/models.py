@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,8 +18,13 @@ from resnet_serve.cli.common import (
     Weights,
     build_or_exit,
     err,
+    fail,
     settings_from,
 )
+from resnet_serve.shared.settings import Settings
+
+if TYPE_CHECKING:
+    from resnet_serve.worker.model.artifacts import Manifest
 
 
 def export(
@@ -46,7 +51,9 @@ def export(
         float | None, typer.Option(help="INT8: seconds the accuracy search may run")
     ] = None,
 ) -> None:
-    """Build a model artifact (TorchScript, ONNX or OpenVINO INT8) into the model repository."""
+    """Build model artifacts into the model repository. With --engine and --precision
+    auto (the defaults) on a CPU: every candidate (fp32 ONNX, OpenVINO INT8), gated and
+    timed here, and the choice `auto` serves recorded."""
     settings = settings_from(
         model=model,
         weights=weights,
@@ -61,7 +68,7 @@ def export(
         accuracy_search_budget_s=accuracy_search_budget_s,
     )
     importlib.import_module("torch")  # building needs it: a missing extra is named first
-    directory, manifest = build_or_exit(settings)
+    directory, manifest = _build(settings)
     err.print(f"{manifest.name} version {manifest.version}: {directory}")
     for key, entry in manifest.artifacts.items():
         err.print(f"  {key}: {entry.file}")
@@ -71,6 +78,19 @@ def export(
                 f"    vs fp32: top-1 drop {a.drop_pt:.2f} pt (bound {a.drop_upper_pt:.2f}, "
                 f"allowed {a.max_drop_pt:g}); gate {'passed' if a.passed else 'not passed'}"
             )
+
+
+def _build(settings: Settings) -> tuple[Path, Manifest]:
+    from resnet_serve.worker.engines.choice import cuda_present
+    from resnet_serve.worker.model.artifacts import BuildError
+    from resnet_serve.worker.model.building import build_candidates
+
+    if settings.engine != "auto" or settings.precision != "auto" or cuda_present():
+        return build_or_exit(settings)
+    try:
+        return build_candidates(settings)
+    except (BuildError, ValueError) as exc:
+        fail(str(exc))
 
 
 def models(model_repository: Repo = None) -> None:
@@ -98,6 +118,13 @@ def models(model_repository: Repo = None) -> None:
                 built = entry.created_at[:16].replace("T", " ")
                 console.print(f"  {key}: max batch {entry.max_batch}, built {built}", markup=False)
                 console.print(f"    {_relative(directory / entry.file, root)}", markup=False)
+            if manifest.selection is not None:
+                chosen, cpu = manifest.selection.choice, manifest.selection.cpu
+                console.print(
+                    f"  auto serves {chosen.label} ({chosen.speed:.0f} img/s), measured on "
+                    f"{cpu.model_name} with {manifest.selection.threads} threads",
+                    markup=False,
+                )
     if not found:
         console.print("  none yet: `resnet-serve export` or the first `serve` builds one")
 

@@ -23,6 +23,8 @@ from resnet_serve.worker.model.accuracy_gate import (
 from resnet_serve.worker.model.artifacts import ArtifactEntry, ModelRepository
 from resnet_serve.worker.model.calibration import crop_owners, crop_views, photo_files
 from resnet_serve.worker.model.loading import choose
+from resnet_serve.worker.model.selection import ROUNDS, cache_path
+from resnet_serve.worker.model.selection import recorded as recorded_selection
 from tests.servers import server_env
 
 MODEL = "efficientnet_lite0"
@@ -99,6 +101,21 @@ def test_lite0_int8_passes_its_gate_on_real_photos_and_auto_serves_it(
     assert seen.top5_containment >= 0.97
     assert seen.confident_agreement >= 0.97
 
-    # `auto` serves INT8 because its recorded gate passed.
+    # `auto` on a CPU export recorded no measurement for (only INT8 was asked for):
+    # the start measures here, in a child, re-gates INT8 on this CPU, times every
+    # candidate, keeps the result under the home directory and serves its pick.
     settings = load_settings(home_dir=home, model=MODEL, offline=True)
-    assert choose(settings).precision == "int8"
+    choice = choose(settings)
+    selection = recorded_selection(settings, manifest)
+    assert selection is not None
+    assert cache_path(settings, manifest, selection.cpu).is_file()
+    assert {c.key for c in selection.candidates} >= {"onnx-fp32-any", "openvino-int8-cpu"}
+    int8_here = next(c for c in selection.candidates if c.key == "openvino-int8-cpu")
+    assert int8_here.passed, int8_here.reason
+    assert all(len(c.img_s) == ROUNDS for c in selection.candidates if c.passed)
+    assert (choice.engine, choice.precision) == (
+        selection.choice.engine,
+        selection.choice.precision,
+    )
+    assert choice.reason == selection.reason
+    assert choose(settings) == choice  # the next start reuses it: no flip-flop

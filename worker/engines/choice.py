@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 _BACKEND = {"onnxruntime": "onnx", "torchscript": "torchscript", "openvino": "openvino"}
 
@@ -101,12 +98,9 @@ def choose_engine(engine: str, precision: str, *, int8_passed: bool = False) -> 
     if precision == "fp16" and device != "cuda":
         raise ValueError("fp16 needs a CUDA device; on CPU use fp32 or bf16")
     if engine == "onnxruntime" and precision != "fp32":
-        raise ValueError(
-            "the onnxruntime engine runs fp32; use --engine torchscript for bf16, "
-            "--engine openvino for int8"
-        )
-    if (engine == "openvino") != (precision == "int8"):
-        raise ValueError("int8 runs on the openvino engine, and the openvino engine runs int8")
-    choice = EngineChoice(engine, precision, device, reason)
-    log.info("engine: %s %s on %s (%s)", engine, precision, device, reason)
-    return choice
+        raise ValueError("the onnxruntime engine runs fp32; use --engine openvino for bf16 or int8")
+    if precision == "int8" and engine != "openvino":
+        raise ValueError("int8 runs on the openvino engine")
+    if engine == "openvino" and precision == "fp16":
+        raise ValueError("the openvino engine runs fp32, bf16 or int8 on the CPU")
+    return EngineChoice(engine, precision, device, reason)

