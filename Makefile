@@ -21,7 +21,7 @@ lint:
 	$(BIN)/mypy
 
 test:
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 check: lint test
 

@@ -23,7 +23,11 @@ def test_a_first_start_measures_and_serves_the_fastest_candidate_that_passed(
     tmp_path: Path, logs: Path
 ) -> None:
     home = tmp_path / "home"
-    with run_server(home, logs, "--model", MODEL, engine="auto", ready_timeout_s=140) as server:
+    # Fewer crops than the defaults (300 and 1,200): the same steps in half the time.
+    crops = {"calibration_crops": "64", "holdout_crops": "300"}
+    with run_server(
+        home, logs, "--model", MODEL, engine="auto", ready_timeout_s=140, **crops
+    ) as server:
         log = server.log()
         assert "building every candidate in a child" in log
         ((_, manifest),) = ModelRepository(home / "models").versions(MODEL)
