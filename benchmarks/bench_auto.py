@@ -74,7 +74,8 @@ def main() -> None:
         home, logs = Path(tmp) / "home", Path(tmp) / "logs"
         logs.mkdir()
         log(f"export --model {MODEL}: every candidate, gated and timed")
-        subprocess.run(resnet_serve("export", "--model", MODEL), env=server_env(home), check=True)
+        env = server_env(home, engine="auto")
+        subprocess.run(resnet_serve("export", "--model", MODEL), env=env, check=True)
         ((_, manifest),) = ModelRepository(home / "models").versions(MODEL)
         selection = manifest.selection
         assert selection is not None
