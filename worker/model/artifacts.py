@@ -153,6 +153,10 @@ def artifact_key(backend: str, precision: str, device: str) -> str:
     return f"{backend}-{precision}-{device}"
 
 
+FP32_KEY = artifact_key("onnx", "fp32", "any")  # the fp32 ONNX artifact every build starts from
+INT8_KEY = artifact_key("openvino", "int8", "cpu")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:

@@ -8,10 +8,11 @@ from pathlib import Path
 from rich.console import Console
 
 from resnet_serve.worker.model.artifacts import (
+    FP32_KEY,
+    INT8_KEY,
     ArtifactEntry,
     Manifest,
     ModelRepository,
-    artifact_key,
     sha256_file,
 )
 from resnet_serve.worker.model.calibration import load_calibration
@@ -19,9 +20,6 @@ from resnet_serve.worker.model.catalog import ModelSpec
 from resnet_serve.worker.model.export import _step, export_artifact
 from resnet_serve.worker.model.quantize import build_int8
 from resnet_serve.worker.model.search_clock import SearchClock
-
-INT8_KEY = artifact_key("openvino", "int8", "cpu")
-FP32_KEY = artifact_key("onnx", "fp32", "any")
 
 
 def export_int8(

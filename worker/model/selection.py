@@ -19,6 +19,8 @@ from resnet_serve.worker.engines.base import Engine
 from resnet_serve.worker.engines.registry import open_engine
 from resnet_serve.worker.model.accuracy_gate import judge
 from resnet_serve.worker.model.artifacts import (
+    FP32_KEY,
+    INT8_KEY,
     Accuracy,
     ArtifactEntry,
     BuildError,
@@ -31,8 +33,6 @@ from resnet_serve.worker.model.artifacts import (
 
 log = logging.getLogger(__name__)
 
-FP32_KEY = artifact_key("onnx", "fp32", "any")
-INT8_KEY = artifact_key("openvino", "int8", "cpu")
 _ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 TIE = 0.10  # speeds within 10% of the fastest are a tie, won by the smaller accuracy cost
 ROUNDS = 5
