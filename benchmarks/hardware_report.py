@@ -1,7 +1,7 @@
 """Hardware report: every engine this machine can run, at several batch sizes.
 
 For each available engine x precision (ONNX Runtime fp32, TorchScript fp32/bf16 and
-OpenVINO INT8 on CPU; TorchScript fp16 on CUDA) and batch size (1, 8, 32 on CPU;
+OpenVINO f32/bf16/INT8 on CPU; TorchScript fp16 on CUDA) and batch size (1, 8, 32 on CPU;
 1, 8, 32, 128, 256 on GPU) it measures, for ResNet-18 with random weights (same
 compute as the real ones): latency p50/p99 per batch, throughput, peak host RSS (and
 device memory on CUDA), and load time from opening the artifact to the first
@@ -42,6 +42,8 @@ CPU_ENGINES = (
     ("onnxruntime", "fp32"),
     ("torchscript", "fp32"),
     ("torchscript", "bf16"),
+    ("openvino", "fp32"),  # OpenVINO runs the fp32 ONNX artifact, in f32 or bf16
+    ("openvino", "bf16"),
     ("openvino", "int8"),  # NNCF post-training quantisation of the fp32 ONNX artifact
 )
 GPU_ENGINES = (("torchscript", "fp16"),)
@@ -77,6 +79,7 @@ def measure_engine(
     from resnet_serve.worker.engines.registry import open_engine
     from resnet_serve.worker.model.artifacts import artifact_key
     from resnet_serve.worker.model.loading import ensure_artifact
+    from resnet_serve.worker.model.selection import entry_for
 
     settings = load_settings(
         engine=engine,
@@ -93,9 +96,10 @@ def measure_engine(
     directory, manifest = ensure_artifact(settings, choice)
     if build_only:
         return []  # building imports torch, whose memory must not count as the engine's
-    entry = manifest.artifacts[
-        artifact_key(choice.backend, choice.precision, choice.artifact_device)
-    ]
+    entry = entry_for(
+        manifest, artifact_key(choice.backend, choice.precision, choice.artifact_device)
+    )
+    assert entry is not None
     size = manifest.input_size
     start = time.perf_counter()
     model = open_engine(

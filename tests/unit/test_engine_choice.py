@@ -46,10 +46,15 @@ def test_auto_serves_int8_on_a_cpu_only_past_its_gate(
     assert (failed.engine, failed.precision) == ("onnxruntime", "fp32")
 
 
-def test_bf16_on_a_cpu_only_when_asked_for(machine: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("openvino", "engine"), [(True, "openvino"), (False, "torchscript")])
+def test_bf16_on_a_cpu_only_when_asked_for(
+    machine: pytest.MonkeyPatch, openvino: bool, engine: str
+) -> None:
+    """OpenVINO runs bf16 without torch in the process; TorchScript only without it."""
     on(machine, cuda=False, bf16=True)
+    machine.setattr(choice, "openvino_installed", lambda: openvino)
     picked = choice.choose_engine("auto", "bf16")
-    assert (picked.engine, picked.precision, picked.device) == ("torchscript", "bf16", "cpu")
+    assert (picked.engine, picked.precision, picked.device) == (engine, "bf16", "cpu")
     assert (choice.choose_engine("torchscript", "auto").precision) == "fp32"
 
 

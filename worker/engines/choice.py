@@ -45,6 +45,10 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
 def torch_installed() -> bool:
     """Without importing it: a `cpu-worker` install has no torch, so no TorchScript."""
     try:
@@ -63,6 +67,8 @@ def _auto_engine(precision: str, *, cuda: bool, int8_passed: bool) -> tuple[str,
         return "torchscript", "a CUDA device is present"
     if precision == "auto" and int8_passed:
         return "openvino", "CPU only, and the INT8 artifact passed its accuracy gate"
+    if precision == "bf16" and openvino_installed():
+        return "openvino", "bf16 asked for; OpenVINO runs it on the CPU, without torch"
     if precision == "bf16":
         return "torchscript", "bf16 asked for; TorchScript runs it on the CPU"
     if not torch_installed():
