@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from resnet_serve import __version__
 from resnet_serve.api import health
 from resnet_serve.api.auth import ApiKeyAuth, load_api_keys
 from resnet_serve.api.broker.redis_broker import RedisBroker
@@ -64,7 +65,7 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
     app = FastAPI(
         title="resnet-serve",
         summary="ImageNet classification over REST with dynamic batching",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         docs_url=None,  # served by api/web/docs.py from local assets
         redoc_url=None,

@@ -8,7 +8,7 @@ Measures, with the same ImageNet-sized JPEGs and load client as bench_service:
 4. Redis memory per queued job: jobs written with the real wire format onto a stream no
    worker reads, `used_memory` before and after, divided by the tensor size.
 
-and prints the ratios against issue 3's targets: distributed ≥ 0.8 x standalone at c32,
+and prints the ratios against its targets: distributed ≥ 0.8 x standalone at c32,
 ≤ 3 ms added p50 at c1, ≤ 1.3 x tensor size of Redis memory per queued job.
 Run it from the repository root:
 
@@ -131,7 +131,7 @@ def report(shapes: list[Shape], memory_ratio: float) -> str:
         [
             *lines,
             "",
-            "| target (issue 3) | measured | |",
+            "| target | measured | |",
             "|---|---|---|",
             f"| distributed ≥ 0.8 x standalone at c=32 | {ratio.value:.2f} ({best.name}) | "
             f"{verdict(ratio)} |",

@@ -1,4 +1,4 @@
-"""Hostile loads against real processes, and what they cost: issue 11's figures.
+"""Hostile loads against real processes, and what they cost.
 
 Distributed shape (redis-server, one `worker`, one `api` gateway, one `jobs-worker`),
 each hostile load run alone with a /healthz probe beside it (every 50 ms):

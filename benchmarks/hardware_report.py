@@ -208,7 +208,8 @@ def machine() -> dict[str, str]:
                 cpu = line.split(":", 1)[1].strip()
             if line.startswith("flags") and not flags:
                 flags = line
-    vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
+    isa = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+    vector = [f for f in isa if f" {f}" in flags]
     return {
         "cpu": cpu,
         "cores": str(len(os.sched_getaffinity(0))),

@@ -13,8 +13,9 @@ import numpy as np
 class Job:
     """One preprocessed image waiting for inference.
 
-    `deadline` is absolute wall-clock time (`time.time()`), so it means the same thing
-    in every process the job passes through.
+    `deadline` is on this process's wall clock (`time.time()`). It crosses Redis as a
+    budget too, and a worker re-bases it on Redis's clock (worker/redis_worker.py), so
+    hosts whose clocks disagree still agree on it.
     """
 
     request_id: str
@@ -54,7 +55,8 @@ class Result:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What a gateway needs to know about a served model; no engine details leak here."""
+    """What a gateway needs to know about a served model, engine and precision included
+    (shown by /v1/models and the KServe metadata)."""
 
     name: str
     version: str

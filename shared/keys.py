@@ -47,18 +47,6 @@ class Keys:
         """JSON description of a served model (TTL `MODEL_INFO_TTL_S`)."""
         return f"{self.namespace}:model:{model}"
 
-    def model_info_pattern(self) -> str:
-        """Only for tools: gateways know their models from configuration."""
-        return f"{self.namespace}:model:*"
-
-    def worker(self, model: str, worker_id: str) -> str:
-        """Heartbeat of one worker, JSON stats (TTL three heartbeat intervals)."""
-        return f"{self.namespace}:worker:{model}:{worker_id}"
-
-    def worker_pattern(self, model: str) -> str:
-        """Only for tools: services never SCAN, they read the registry below."""
-        return f"{self.namespace}:worker:{model}:*"
-
     def worker_registry(self, model: str) -> str:
         """Sorted set: worker id -> when its registration lapses (ms, Redis clock). Pruned
         by gateways; TTL three heartbeat intervals, refreshed by each heartbeat."""

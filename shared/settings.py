@@ -138,7 +138,14 @@ class Settings(BaseSettings):
     )
     redis_ca_file: Path | None = Field(None, description="CA bundle for rediss:// servers")
     redis_namespace: str = Field("resnet-serve", pattern=r"^[A-Za-z0-9._-]+$")
-    worker_id: str | None = Field(None, description="Consumer name; default host-pid")
+    worker_id: str | None = Field(
+        None,
+        description=(
+            "This worker's name. Default: host-pid for an inference worker (several may "
+            "share a host); the host name for a jobs-worker (its --check runs as another "
+            "process on the same host and must find the same key)"
+        ),
+    )
     # Not 9100 (node_exporter's, often on the same host): 8002, Triton's metrics port.
     worker_metrics_port: int = Field(8002, ge=0, le=65535, description="0: no metrics server")
     visibility_timeout_s: float = Field(

@@ -31,8 +31,9 @@ def wait_until(condition: Callable[[], object], timeout_s: float = 60, what: str
     raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def heartbeat_key(worker_id: str, model: str = MODEL) -> str:
-    return f"{NAMESPACE}:worker:{model}:{worker_id}"
+def registry_key(model: str = MODEL) -> str:
+    """Sorted set of the workers registered for `model` (worker id -> lapse time)."""
+    return f"{NAMESPACE}:workers:{model}"
 
 
 @contextmanager
@@ -53,7 +54,7 @@ def workers(
 
             def announced(w: Worker = worker) -> bool:
                 assert w.process.poll() is None, f"worker exited:\n{w.log()}"
-                return bool(client.exists(heartbeat_key(w.worker_id, model)))
+                return client.zscore(registry_key(model), w.worker_id) is not None
 
             wait_until(announced, 120, f"worker {worker.worker_id}")
         yield started

@@ -1,7 +1,8 @@
 """What a rolling upgrade relies on, read from the code: the OpenAPI documents, every
 Redis key name, the wire format's fields, every metric name with its labels and every
 `RESNET_SERVE_*` setting name. tests/golden/ holds the snapshot; the compatibility test
-allows additions only.
+allows additions, and removals only where tests/golden/removals.json records them with
+the reason (so a removal is a decision, never an accident).
 
     python -m tests.compat --write    # after an intended addition: refresh the snapshot
 """
@@ -15,6 +16,53 @@ from pathlib import Path
 from typing import Any
 
 GOLDEN = Path(__file__).parent / "golden"
+REMOVALS = GOLDEN / "removals.json"
+
+
+def recorded_removals() -> dict[str, dict[str, str]]:
+    """Per snapshot: path of each deliberately removed entry -> why it went."""
+    return json.loads(REMOVALS.read_text())
+
+
+# Prose and samples in the OpenAPI documents: rewording them breaks no client.
+PROSE = {"description", "summary", "examples", "example"}
+
+
+def missing(golden: Any, current: Any, path: str = "") -> list[str]:
+    """Where `current` drops or changes something `golden` has (dict keys may be added;
+    lists of names may grow; prose may change; any other value must be equal)."""
+    if isinstance(golden, dict) and isinstance(current, dict):
+        return [
+            problem
+            for key, value in golden.items()
+            if key not in PROSE
+            for problem in (
+                missing(value, current[key], f"{path}/{key}")
+                if key in current
+                else [f"{path}/{key} is gone"]
+            )
+        ]
+    if (
+        isinstance(golden, list)
+        and isinstance(current, list)
+        and path.endswith(
+            ("job_fields", "job_header", "reply", "reply_result", "reply_error", "model_info")
+        )
+    ):
+        return [f"{path}: {name!r} is gone" for name in golden if name not in current]
+    if golden != current:
+        return [f"{path}: {json.dumps(golden)[:200]} became {json.dumps(current)[:200]}"]
+    return []
+
+
+def unrecorded(name: str, golden: Any, current: Any) -> list[str]:
+    """What `current` drops or changes that removals.json does not record for `name`."""
+    if name == "settings.json":  # a list of names: may grow
+        problems = [f"/{gone} is gone" for gone in sorted(set(golden) - set(current))]
+    else:
+        problems = missing(golden, current)
+    recorded = recorded_removals().get(name, {})
+    return [p for p in problems if not any(p.startswith(f"{path} ") for path in recorded)]
 
 
 def openapi(mode: str) -> dict[str, Any]:
@@ -42,7 +90,7 @@ def redis_keys() -> dict[str, Any]:
     names: dict[str, Any] = {}
     space = keys.Keys("NS")
     for name, method in inspect.getmembers(space, inspect.ismethod):
-        if name.startswith("_") or name.endswith("_pattern"):  # patterns name no key
+        if name.startswith("_"):
             continue
         args = [f"<{p}>" for p in inspect.signature(method).parameters]
         names[name] = method(*args)
@@ -136,6 +184,10 @@ def main() -> None:
     args = parser.parse_args()
     for name, take in SNAPSHOTS.items():
         text = json.dumps(take(), indent=1, sort_keys=True) + "\n"
+        gone = unrecorded(name, json.loads((GOLDEN / name).read_text()), json.loads(text))
+        if args.write and gone:
+            print(f"{name}: not written; record each removal in {REMOVALS.name}: {gone}")
+            continue
         if args.write:
             (GOLDEN / name).write_text(text)
         print(f"{name}: {len(text)} bytes")

@@ -1,5 +1,5 @@
 """A worker's registration: a sorted set per model that gateways read directly (no
-keyspace scans), plus the legacy per-worker key older gateways look for."""
+keyspace scans)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from resnet_serve.shared import keys as k
 from resnet_serve.shared.jobs import ModelInfo
 from resnet_serve.shared.wire import encode_model_info
 
-# KEYS registry, stats, legacy heartbeat, model description; ARGV worker id, stats JSON,
+# KEYS registry, stats, model description; ARGV worker id, stats JSON,
 # lapse ms, model description, its TTL s. Scores are on Redis's clock, so gateways and
 # workers on hosts with different clocks agree on who is alive. Returns Redis's time.
 REGISTER = """
@@ -22,15 +22,13 @@ redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
-redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[5])
+redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
 return now
 """
 
 UNREGISTER = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[3])
 """
 
 
@@ -40,7 +38,6 @@ class Registration:
         self._keys = [
             keys.worker_registry(model),
             keys.worker_stats(model),
-            keys.worker(model, worker_id),
             keys.model_info(model),
         ]
         self._register = client.register_script(REGISTER)
@@ -65,4 +62,4 @@ class Registration:
         self.clock_offset_s = redis_now - (sent + received) / 2
 
     async def unregister(self) -> None:
-        await self._unregister(keys=self._keys[:3], args=[self.worker_id])
+        await self._unregister(keys=self._keys[:2], args=[self.worker_id])

@@ -12,7 +12,6 @@ import asyncio
 import json
 import struct
 import zlib
-from collections.abc import AsyncIterable
 from typing import Any
 
 from resnet_serve.api.kserve.schemas import HEADER_LENGTH
@@ -24,50 +23,15 @@ _LENGTH = struct.Struct("<I")
 _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 
 
-async def read_body(chunks: AsyncIterable[bytes], declared: str | None, limit: int) -> bytes:
-    """The whole body, refused past `limit` bytes whatever Content-Length claims."""
-    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-    parts: list[bytes] = []
-    seen = 0
-    async for chunk in chunks:
-        seen += len(chunk)
-        if seen > limit:
-            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo a gzip/deflate Content-Encoding (tritonclient's request compression), with the
-    decompressed size bounded so a small bomb cannot take the memory."""
-    encoding = (encoding or "identity").strip().lower()
-    if encoding == "identity":
-        return body
-    if encoding not in _WBITS:
-        raise UnsupportedMediaType(
-            f"Content-Encoding {encoding!r} is not supported (gzip, deflate)"
-        )
-    inflater = zlib.decompressobj(_WBITS[encoding])
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidTensor(f"the {encoding} body could not be decompressed: {exc}") from exc
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"the decompressed request body is larger than {limit} bytes")
-    if not inflater.eof:
-        raise InvalidTensor(f"the {encoding} body is truncated")
-    return data
-
-
 INFLATE_STEP_BYTES = 1024 * 1024
 
 
 async def inflate(
     body: bytes, encoding: str | None, limit: int, max_elements: int, grant: Grant
 ) -> bytes:
-    """`decompress`, a step at a time: each step's bytes are reserved from the body
-    budget before they are kept, and its commas counted, so a small body that inflates
+    """Undo a gzip/deflate Content-Encoding (tritonclient's request compression) a step
+    at a time: each step's bytes are reserved from the body budget before they are
+    kept, and its commas counted, so a small body that inflates
     to more elements than any valid request is refused (413) after a few steps, holding
     a few MB, instead of after inflating all of it."""
     encoding = (encoding or "identity").strip().lower()

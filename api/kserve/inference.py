@@ -42,7 +42,6 @@ PROBABILITIES = "probabilities"
 _PLATFORMS = {
     "onnxruntime": "onnxruntime_onnx",
     "torchscript": "pytorch_libtorch",
-    "tensorrt": "tensorrt_plan",
     "openvino": "openvino_ir",
 }
 

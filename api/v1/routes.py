@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from resnet_serve.api.v1.classifier import Classifier
 from resnet_serve.api.v1.schemas import ERROR_RESPONSES, BatchResponse, ClassifyResponse
-from resnet_serve.api.v1.uploads import body_limits, read_uploads
+from resnet_serve.api.v1.uploads import MULTIPART_OVERHEAD_BYTES, body_limits, read_uploads
 from resnet_serve.shared.errors import InvalidParameter
 from resnet_serve.shared.jobs import ModelInfo
 
@@ -28,7 +28,7 @@ def _body_doc(multiple: bool) -> dict[str, object]:
         "top_k": {
             "type": "integer",
             "minimum": 1,
-            "maximum": 20,
+            "maximum": MAX_TOP_K,
             "description": "As the `top_k` query parameter (the query wins when both are sent)",
         },
     }
@@ -97,7 +97,7 @@ async def classify(request: Request, top_k: TopK = 3, model: ModelName = None) -
             request,
             max_files=1,
             max_file_bytes=settings.max_upload_bytes,
-            max_request_bytes=settings.max_upload_bytes + 64 * 1024,
+            max_request_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
             limits=limits,
             fields=fields,
         )

@@ -1,5 +1,5 @@
 """The Grafana dashboard: well-formed, wired to the provisioned datasource, and showing
-every metric of the contract with the panels the issue lists."""
+every metric of the contract with the panels an operator needs."""
 
 from __future__ import annotations
 

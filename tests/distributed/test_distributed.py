@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +28,7 @@ from tests.cluster import (
 )
 from tests.images import jpeg
 from tests.redis_server import RedisServer
-from tests.servers import Server, server_env, stop_process
+from tests.servers import Server, stop_process
 
 pytestmark = pytest.mark.usefixtures("resnet_artifact")
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -294,13 +292,3 @@ def test_tls_redis_with_a_password(home: Path, logs: Path, tmp_path: Path) -> No
         ca = {"redis_ca_file": str(redis_server.ca_file)}
         with cluster(home, logs, redis_server, **ca) as (server, _):
             assert classify(server, images(1)[0]).status_code == 200
-
-
-def test_worker_check_reports_liveness(home: Path, logs: Path, redis_server: RedisServer) -> None:
-    env = server_env(home, redis_url=redis_server.url, heartbeat_interval_s="0.5")
-    check = [sys.executable, "-m", "resnet_serve", "worker", "--check"]
-    with workers(home, logs, redis_server, "probed", heartbeat_interval_s="0.5") as (worker,):
-        assert subprocess.run(check, env=env, check=False).returncode == 0
-        stop_process(worker.process)
-        time.sleep(5.5)  # older than 3 intervals and the 5 s floor
-        assert subprocess.run(check, env=env, check=False).returncode == 1

@@ -1,56 +1,43 @@
 """Rolling upgrades mix old and new processes: what tests/golden/ recorded (OpenAPI,
 Redis key names, wire fields, metric names and labels, setting names) must still be
 there, unchanged. Additions are fine; refresh the snapshot with `python -m tests.compat
---write` once they are intended."""
+--write` once they are intended. A removal passes only where tests/golden/removals.json
+records it with its reason."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
-from tests.compat import GOLDEN, SNAPSHOTS
-
-# Prose and samples in the OpenAPI documents: rewording them breaks no client.
-PROSE = {"description", "summary", "examples", "example"}
-
-
-def missing(golden: Any, current: Any, path: str = "") -> list[str]:
-    """Where `current` drops or changes something `golden` has (dict keys may be added;
-    lists of names may grow; prose may change; any other value must be equal)."""
-    if isinstance(golden, dict) and isinstance(current, dict):
-        return [
-            problem
-            for key, value in golden.items()
-            if key not in PROSE
-            for problem in (
-                missing(value, current[key], f"{path}/{key}")
-                if key in current
-                else [f"{path}/{key} is gone"]
-            )
-        ]
-    if (
-        isinstance(golden, list)
-        and isinstance(current, list)
-        and path.endswith(
-            ("job_fields", "job_header", "reply", "reply_result", "reply_error", "model_info")
-        )
-    ):
-        return [f"{path}: {name!r} is gone" for name in golden if name not in current]
-    if golden != current:
-        return [f"{path}: {json.dumps(golden)[:200]} became {json.dumps(current)[:200]}"]
-    return []
+from tests.compat import GOLDEN, SNAPSHOTS, missing, recorded_removals, unrecorded
 
 
 @pytest.mark.parametrize("name", sorted(SNAPSHOTS))
 def test_nothing_recorded_is_gone_or_changed(name: str) -> None:
     golden = json.loads((GOLDEN / name).read_text())
     current = json.loads(json.dumps(SNAPSHOTS[name]()))
-    if name == "settings.json":  # a list of names: may grow
-        assert sorted(set(golden) - set(current)) == []
+    assert unrecorded(name, golden, current) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [(name, path) for name, paths in recorded_removals().items() for path in paths],
+)
+def test_a_recorded_removal_is_really_gone(name: str, path: str) -> None:
+    """removals.json stays true: what it says was removed is not served any more."""
+    current = json.loads(json.dumps(SNAPSHOTS[name]()))
+    assert path.count("/") == 1, "removals are recorded for top-level entries"
+    if name == "settings.json":
+        assert path.lstrip("/") not in current
     else:
-        assert missing(golden, current) == []
+        assert missing({path.lstrip("/"): None}, current) == [f"{path} is gone"]
+
+
+def test_only_a_recorded_removal_passes() -> None:
+    golden = {"a": 1, "b": 2}
+    assert unrecorded("redis-keys.json", golden, {"a": 1}) == ["/b is gone"]
+    assert unrecorded("redis-keys.json", {"worker": "x"}, {}) == []  # recorded
 
 
 def test_the_check_catches_a_rename() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import zlib
 
@@ -11,13 +12,14 @@ from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
 from resnet_serve.api.kserve.codec import (
     BinaryData,
-    decompress,
     encode_response,
     flatten,
+    inflate,
     pack_bytes,
     split,
     unpack_bytes,
 )
+from resnet_serve.api.limits.budget import ByteBudget, body_grant
 from resnet_serve.shared.errors import InvalidTensor, PayloadTooLarge, UnsupportedMediaType
 
 
@@ -62,17 +64,22 @@ def test_split_and_binary_data_hand_out_each_tensor_once() -> None:
 
 def test_decompression_is_bounded() -> None:
     body = b'{"inputs": []}'
-    assert decompress(gzip.compress(body), "gzip", 100) == body
-    assert decompress(zlib.compress(body), "deflate", 100) == body
-    assert decompress(body, None, 100) == body
+
+    async def inflated(data: bytes, encoding: str | None, limit: int = 100) -> bytes:
+        async with body_grant(ByteBudget("body", 10_000_000, 0.1)) as grant:
+            return await inflate(data, encoding, limit, 1_000, grant)
+
+    assert asyncio.run(inflated(gzip.compress(body), "gzip")) == body
+    assert asyncio.run(inflated(zlib.compress(body), "deflate")) == body
+    assert asyncio.run(inflated(body, None)) == body
     bomb = gzip.compress(b"\x00" * 10_000_000)
     assert len(bomb) < 20_000
     with pytest.raises(PayloadTooLarge):
-        decompress(bomb, "gzip", 1_000_000)
+        asyncio.run(inflated(bomb, "gzip", 1_000_000))
     with pytest.raises(InvalidTensor, match="truncated"):
-        decompress(gzip.compress(body)[:-8], "gzip", 100)
+        asyncio.run(inflated(gzip.compress(body)[:-8], "gzip"))
     with pytest.raises(UnsupportedMediaType):
-        decompress(body, "br", 100)
+        asyncio.run(inflated(body, "br"))
 
 
 def test_encode_response_puts_binary_after_the_json_header() -> None:

@@ -35,10 +35,3 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release the model and any device memory."""
-
-
-def thread_count(requested: int) -> int:
-    """0 means one thread per core this process may use (cgroup quota and affinity)."""
-    from resnet_serve.shared.cpus import thread_count as sized
-
-    return sized(requested)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from resnet_serve.worker.engines.base import thread_count
+from resnet_serve.shared.cpus import thread_count
 
 
 class OnnxRuntimeEngine:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from resnet_serve.worker.engines.base import thread_count
+from resnet_serve.shared.cpus import thread_count
 
 # The CPU plugin's inference precision per artifact precision. INT8 runs its layers left
 # in fp32 in f32, as the accuracy gate measured them (the plugin would otherwise run them

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resnet_serve.worker.engines.base import thread_count
+from resnet_serve.shared.cpus import thread_count
 
 
 class TorchScriptEngine:
