@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 
@@ -19,7 +21,7 @@ from resnet_serve.api.error_handlers import install_error_handlers
 from resnet_serve.api.kserve import routes as kserve_routes
 from resnet_serve.api.kserve.parsing import HeaderParser
 from resnet_serve.api.limits.admission_gate import AdmissionGate
-from resnet_serve.api.limits.budget import build_budgets
+from resnet_serve.api.limits.budget import Budgets, build_budgets
 from resnet_serve.api.middleware import RequestContext
 from resnet_serve.api.v1 import routes as v1_routes
 from resnet_serve.api.v1.cache import ResponseCache
@@ -35,12 +37,38 @@ from resnet_serve.shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
-    """The gateway. The broker loads and warms in the background: /healthz answers at
-    once, /readyz only when the broker is ready."""
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What the gateway holds for its lifetime, built before the app and closed after."""
+
+    budgets: Budgets
+    pool: DecodePool
+    kserve_parser: HeaderParser
+    bulk_store: BulkStore | None
+    classifier: Classifier
+
+
+def build_parts(settings: Settings, broker: Broker, metrics: Metrics) -> Parts:
+    budgets = build_budgets(settings)
+    pool = DecodePool(
+        thread_count(settings.decode_threads), settings.max_queue, metrics, budgets.decoding
+    )
+    cache = ResponseCache(settings.response_cache_entries, metrics)
+    return Parts(
+        budgets=budgets,
+        pool=pool,
+        kserve_parser=HeaderParser(settings.kserve_parse_processes),
+        # Bulk jobs live in Redis: distributed mode only (/v1/jobs answers 501 otherwise).
+        bulk_store=BulkStore(settings) if isinstance(broker, RedisBroker) else None,
+        classifier=Classifier(settings, broker, pool, cache),
+    )
+
+
+def lifespan(broker: Broker, parts: Parts) -> Callable[[FastAPI], AsyncContextManager[None]]:
+    """The broker starts (loads and warms) in the background; everything closes at exit."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def running(app: FastAPI) -> AsyncIterator[None]:
         starting = asyncio.create_task(broker.start(), name="broker-start")
 
         def started(task: asyncio.Task[None]) -> None:
@@ -57,47 +85,50 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
             with contextlib.suppress(BaseException):
                 await starting
             await broker.close()
-            if bulk_store is not None:
-                await bulk_store.close()
-            pool.close()
-            kserve_parser.close()
+            if parts.bulk_store is not None:
+                await parts.bulk_store.close()
+            parts.pool.close()
+            parts.kserve_parser.close()
 
+    return running
+
+
+def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
+    """The gateway. The broker loads and warms in the background: /healthz answers at
+    once, /readyz only when the broker is ready."""
+    parts = build_parts(settings, broker, metrics)
     app = FastAPI(
         title="resnet-serve",
         summary="ImageNet classification over REST with dynamic batching",
         version=__version__,
-        lifespan=lifespan,
+        lifespan=lifespan(broker, parts),
         docs_url=None,  # served by api/web/docs.py from local assets
         redoc_url=None,
     )
-    budgets = build_budgets(settings)
-    pool = DecodePool(
-        thread_count(settings.decode_threads), settings.max_queue, metrics, budgets.decoding
-    )
-    app.state.budgets = budgets
-    kserve_parser = HeaderParser(settings.kserve_parse_processes)
-    app.state.kserve_parser = kserve_parser
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.startup_failure = None
-    # Bulk jobs live in Redis: distributed mode only (api/bulk/routes.py answers 501 otherwise).
-    bulk_store = BulkStore(settings) if isinstance(broker, RedisBroker) else None
-    app.state.bulk_store = bulk_store
-    app.state.classifier = Classifier(
-        settings, broker, pool, ResponseCache(settings.response_cache_entries, metrics)
-    )
+    app.state.budgets = parts.budgets
+    app.state.kserve_parser = parts.kserve_parser
+    app.state.bulk_store = parts.bulk_store
+    app.state.classifier = parts.classifier
     app.include_router(v1_routes.router)
     app.include_router(health.router)
     # Documented where they work; a standalone server still answers them with a 501.
-    app.include_router(bulk_routes.router, include_in_schema=bulk_store is not None)
+    app.include_router(bulk_routes.router, include_in_schema=parts.bulk_store is not None)
     install_docs(app)
     app.include_router(kserve_routes.router)
     app.include_router(page.router)
     install_error_handlers(app)
+    _add_middleware(app, settings, broker, metrics)
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings, broker: Broker, metrics: Metrics) -> None:
+    """Added innermost first: refusal under overload runs before routing, after auth."""
     app.add_middleware(AdmissionGate, broker=broker, metrics=metrics)
     keys = load_api_keys(settings)
     if keys:
         exempt = [path.strip() for path in settings.auth_exempt_paths.split(",") if path.strip()]
         app.add_middleware(ApiKeyAuth, keys=keys, exempt_paths=exempt, metrics=metrics)
     app.add_middleware(RequestContext, metrics=metrics)  # outermost: ids and metrics for all
-    return app

@@ -1,4 +1,5 @@
-"""`auto` against ONNX Runtime fp32 pinned, in the service, in one run.
+"""`auto` (or a precision asked for by name) against ONNX Runtime fp32 pinned, in the
+service, in one run.
 
 EfficientNet-Lite0 with its real ImageNet weights (so INT8 may pass its accuracy gate),
 `serve` with its defaults against `serve --engine onnxruntime`: ImageNet-sized JPEGs,
@@ -9,6 +10,7 @@ side. Prints a Markdown table and writes bench-results/bench_auto-<time>.json.
 
     python -m benchmarks.bench_auto                # ~4 minutes
     python -m benchmarks.bench_auto --rounds 1 --duration-s 8   # a smoke run
+    python -m benchmarks.bench_auto --model resnet18 --weights random --precision bf16
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from resnet_serve.worker.model.artifacts import ModelRepository
 from resnet_serve.worker.model.selection import FP32_KEY
 from tests.servers import resnet_serve, run_server, server_env
 
-MODEL = "efficientnet_lite0"
 CONCURRENCY = 32
 IMAGES = "imagenet"
 ENGINES = ("auto", "onnxruntime")
@@ -45,10 +46,17 @@ def _cpu() -> str:
 
 
 def _serve_once(
-    home: Path, logs: Path, engine: str, client: LoadClient, duration_s: float, meter: NoiseMeter
+    args: argparse.Namespace,
+    home: Path,
+    logs: Path,
+    engine: str,
+    client: LoadClient,
+    meter: NoiseMeter,
 ) -> Load:
+    precision = args.precision if engine == "auto" else "fp32"
+    model = ("--model", args.model, "--weights", args.weights)
     with run_server(
-        home, logs, "--model", MODEL, engine=engine, response_cache_entries="0"
+        home, logs, *model, engine=engine, precision=precision, response_cache_entries="0"
     ) as server:
         meter.server_pid = server.pid
         return measure_load(
@@ -57,13 +65,16 @@ def _serve_once(
             IMAGES,
             CONCURRENCY,
             warmup_s=3,
-            duration_s=duration_s,
+            duration_s=args.duration_s,
             meter=meter,
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--weights", choices=("imagenet", "random"), default="imagenet")
+    parser.add_argument("--precision", default="auto", help="the first server's precision")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration-s", type=float, default=15)
     parser.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto")
@@ -73,14 +84,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-auto-") as tmp:
         home, logs = Path(tmp) / "home", Path(tmp) / "logs"
         logs.mkdir()
-        log(f"export --model {MODEL}: every candidate, gated and timed")
+        log(f"export --model {args.model}: every candidate, gated and timed")
         env = server_env(home, engine="auto")
-        subprocess.run(resnet_serve("export", "--model", MODEL), env=env, check=True)
-        ((_, manifest),) = ModelRepository(home / "models").versions(MODEL)
+        model = ("--model", args.model, "--weights", args.weights)
+        subprocess.run(resnet_serve("export", *model), env=env, check=True)
+        ((_, manifest),) = ModelRepository(home / "models").versions(args.model)
         selection = manifest.selection
         assert selection is not None
+        served = selection.choice
+        if args.precision != "auto":
+            served = next(c for c in selection.candidates if c.precision == args.precision)
         fp32 = next(c for c in selection.candidates if c.key == FP32_KEY)
-        model_only = selection.choice.speed / fp32.speed
+        # A candidate that failed its gate (random weights always do) was not timed.
+        model_only = served.speed / fp32.speed if served.img_s else None
         images = ImageSet(IMAGES, "ImageNet-sized JPEGs", imagenet_sized(48))
         client = load_client(args.client, logs, [images])
         meter = NoiseMeter(threshold_cores=0.3, max_wait_s=args.quiet_wait_s)
@@ -88,29 +104,37 @@ def main() -> None:
         for r in range(args.rounds):
             for engine in ENGINES if r % 2 == 0 else ENGINES[::-1]:
                 log(f"round {r + 1}: serve --engine {engine}, c={CONCURRENCY}")
-                load = _serve_once(home, logs, engine, client, args.duration_s, meter)
+                load = _serve_once(args, home, logs, engine, client, meter)
                 runs[engine].append(load)
 
     ratios = [a.req_per_s / o.req_per_s for a, o in zip(*runs.values(), strict=True)]
-    print(f"\n{MODEL}, {_cpu()} ({', '.join(selection.cpu.flags)}), {time.strftime('%Y-%m-%d')}")
+    flags = ", ".join(selection.cpu.flags)
+    print(f"\n{args.model}, {_cpu()} ({flags}), {time.strftime('%Y-%m-%d')}")
     print(f"auto chose {selection.choice.label}: {selection.reason}\n")
-    print("| round | serve (auto) req/s | p99 ms | --engine onnxruntime req/s | p99 ms | ratio |")
-    print("|---|---|---|---|---|---|")
+    first = f"--precision {args.precision}" if args.precision != "auto" else "(auto)"
+    print(
+        f"| round | serve {first} req/s | p99 ms | RSS MB "
+        "| --engine onnxruntime req/s | p99 ms | RSS MB | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r, (a, o) in enumerate(zip(*runs.values(), strict=True)):
         print(
-            f"| {r + 1} | {a.req_per_s:.1f} | {a.p99_ms:.0f} | {o.req_per_s:.1f} | "
-            f"{o.p99_ms:.0f} | {ratios[r]:.2f}x |"
+            f"| {r + 1} | {a.req_per_s:.1f} | {a.p99_ms:.0f} | {a.server_rss_mb:.0f} "
+            f"| {o.req_per_s:.1f} | {o.p99_ms:.0f} | {o.server_rss_mb:.0f} | {ratios[r]:.2f}x |"
         )
+    alone = f"{model_only:.2f}x" if model_only else "not timed (its gate failed)"
     print(
-        f"\nmodel-only (auto's own measurement, batch {selection.max_batch}): "
-        f"{model_only:.2f}x; in the service (c={CONCURRENCY}, median of rounds): "
+        f"\nmodel-only ({served.label}, auto's own measurement, batch {selection.max_batch}): "
+        f"{alone}; in the service (c={CONCURRENCY}, median of rounds): "
         f"{statistics.median(ratios):.2f}x; other processes used "
         f"{max(x.foreign_cores for v in runs.values() for x in v):.2f} cores at most"
     )
     write_results(
         "bench_auto",
         {
-            "model": MODEL,
+            "model": args.model,
+            "weights": args.weights,
+            "precision": args.precision,
             "cpu": _cpu(),
             "selection": selection.model_dump(),
             "model_only_ratio": model_only,

@@ -27,19 +27,37 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 
 
+GATEWAY, WORKER = "gateway", "worker"
+
+
 class Metrics:
+    """Every family, defined per role; a process registers (and so exports) only its
+    own roles' families: a gateway (`api`) the gateway's, a `worker` the worker's,
+    standalone `serve` both. The others exist, registered nowhere, so code shared by
+    the roles may touch them."""
+
     def __init__(
-        self, registry: CollectorRegistry | None = None, *, distributed: bool = True
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        roles: tuple[str, ...] = (GATEWAY, WORKER),
+        distributed: bool = True,
     ) -> None:
         """`distributed=False` (standalone `serve`) leaves out the families only Redis
-        mode fills (queue in Redis, workers, reclaims, dead letters, bulk queue): they
-        exist but are registered nowhere, so `/metrics` shows only what can move."""
+        mode fills (queue in Redis, workers, reclaims, dead letters, bulk queue)."""
         # No `_created` series: a gauge per counter and histogram that dashboards never
         # read. Process-wide in prometheus_client; idempotent.
         disable_created_metrics()
         self.registry = registry or CollectorRegistry()
-        r = self.registry
-        rd = r if distributed else None
+        self.roles = roles
+        gateway = self.registry if GATEWAY in roles else None
+        worker = self.registry if WORKER in roles else None
+        self._http(gateway)
+        self._queue(gateway, gateway if distributed else None)
+        self._worker(worker, worker if distributed else None)
+
+    def _http(self, r: CollectorRegistry | None) -> None:
+        """The gateway's requests, decodes, cache and errors."""
         self.requests = Counter(
             "resnet_serve_requests_total",
             "HTTP requests answered, by route and status code",
@@ -62,36 +80,6 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.queue_wait_seconds = Histogram(
-            "resnet_serve_queue_wait_seconds",
-            "Time a job waited between enqueue and the start of its batch's inference",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.inference_seconds = Histogram(
-            "resnet_serve_inference_duration_seconds",
-            "Engine time per batch",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.batch_size = Histogram(
-            "resnet_serve_batch_size",
-            "Images per engine call",
-            ["model"],
-            buckets=BATCH_BUCKETS,
-            registry=r,
-        )
-        self.queue_depth = Gauge(
-            "resnet_serve_queue_depth", "Jobs waiting for a batch", ["model"], registry=r
-        )
-        self.expired_jobs = Counter(
-            "resnet_serve_expired_jobs_total",
-            "Jobs dropped before inference because their deadline had passed",
-            ["model"],
-            registry=r,
-        )
         self.cache_lookups = Counter(
             "resnet_serve_cache_lookups_total",
             "Response cache lookups, by result",
@@ -104,14 +92,13 @@ class Metrics:
             ["code"],
             registry=r,
         )
-        self.max_batch = Gauge(
-            "resnet_serve_max_batch",
-            "Largest batch the engine runs (batch fill ratio = batch size / this)",
-            ["model"],
-            registry=r,
+
+    def _queue(self, r: CollectorRegistry | None, rd: CollectorRegistry | None) -> None:
+        """The queue as a gateway sees it. In distributed mode every gateway reads the
+        same values from Redis: aggregate them with max(), not sum()."""
+        self.queue_depth = Gauge(
+            "resnet_serve_queue_depth", "Jobs waiting for a batch", ["model"], registry=r
         )
-        # Distributed mode. Queue gauges are read from Redis by every gateway, so each
-        # reports the same value: aggregate them with max(), not sum().
         self.queue_in_flight = Gauge(
             "resnet_serve_queue_in_flight",
             "Jobs taken by a worker and not yet acknowledged",
@@ -140,22 +127,46 @@ class Metrics:
             ["model"],
             registry=rd,
         )
-        self.reclaimed_jobs = Counter(
-            "resnet_serve_reclaimed_jobs_total",
-            "Jobs taken over from a worker that held them past the visibility timeout",
-            ["model"],
-            registry=rd,
-        )
-        self.dead_lettered = Counter(
-            "resnet_serve_dead_lettered_total",
-            "Jobs moved to the dead-letter stream",
-            ["model"],
-            registry=rd,
-        )
         self.bulk_queue_depth = Gauge(
             "resnet_serve_bulk_queue_depth",
             "Bulk jobs waiting in arq's queue for a jobs-worker (read from Redis at scrape)",
             registry=rd,
+        )
+
+    def _worker(self, r: CollectorRegistry | None, rd: CollectorRegistry | None) -> None:
+        """Batches, engine time and held jobs, as the process that infers sees them."""
+        self.queue_wait_seconds = Histogram(
+            "resnet_serve_queue_wait_seconds",
+            "Time a job waited between enqueue and the start of its batch's inference",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "resnet_serve_inference_duration_seconds",
+            "Engine time per batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "resnet_serve_batch_size",
+            "Images per engine call",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.expired_jobs = Counter(
+            "resnet_serve_expired_jobs_total",
+            "Jobs dropped before inference because their deadline had passed",
+            ["model"],
+            registry=r,
+        )
+        self.max_batch = Gauge(
+            "resnet_serve_max_batch",
+            "Largest batch the engine runs (batch fill ratio = batch size / this)",
+            ["model"],
+            registry=r,
         )
         self.lost_leases = Counter(
             "resnet_serve_lost_leases_total",
@@ -168,6 +179,18 @@ class Metrics:
             "Held jobs handed back for immediate reclaim (stopping, engine broken, retries)",
             ["model"],
             registry=r,
+        )
+        self.reclaimed_jobs = Counter(
+            "resnet_serve_reclaimed_jobs_total",
+            "Jobs taken over from a worker that held them past the visibility timeout",
+            ["model"],
+            registry=rd,
+        )
+        self.dead_lettered = Counter(
+            "resnet_serve_dead_lettered_total",
+            "Jobs moved to the dead-letter stream",
+            ["model"],
+            registry=rd,
         )
 
     def start_model(self, model: str) -> None:

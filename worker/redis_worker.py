@@ -20,32 +20,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import signal
 import socket
 import time
-from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from resnet_serve.shared import keys as k
-from resnet_serve.shared.errors import DeadLettered, InferenceFailed, ServeError
-from resnet_serve.shared.jobs import Job, Result
+from resnet_serve.shared.jobs import Job
 from resnet_serve.shared.metrics import Metrics
-from resnet_serve.shared.redis_client import redacted, redis_client
 from resnet_serve.shared.settings import Settings
 from resnet_serve.shared.supervise import Backoff
-from resnet_serve.shared.wire import HEADER, MalformedMessage, decode_job, encode_reply
-from resnet_serve.worker.leases import Answer, Leases
+from resnet_serve.shared.wire import MalformedMessage, decode_job
+from resnet_serve.worker.answering import Answering, Held
+from resnet_serve.worker.failures import failure_of
+from resnet_serve.worker.keepalive import heartbeat, renew_leases
+from resnet_serve.worker.leases import Leases
 from resnet_serve.worker.liveness import Liveness
-from resnet_serve.worker.model.loading import LoadedModel, load_model
+from resnet_serve.worker.model.loading import LoadedModel
 from resnet_serve.worker.registry import Registration
-from resnet_serve.worker.runner import BatchRunner, EngineBroken
-from resnet_serve.worker.watchdog import check_batch_time, hung_inference, inference_limit_s
+from resnet_serve.worker.runner import BatchRunner
+from resnet_serve.worker.watchdog import hung_inference
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +51,6 @@ READ_BLOCK_MS = 500  # how long a read waits for work; also bounds how fast SIGT
 HAND_BACK_TIMEOUT_S = 5.0  # a stopping worker's last attempt to return its jobs
 
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry as redis-py returns it
-
-
-class WorkerFailed(RuntimeError):
-    """The worker cannot go on (broken engine, hung inference, impossible settings);
-    its jobs were handed back. `exit_code` is the process's."""
-
-    def __init__(self, message: str, *, exit_code: int = 3, hung: bool = False) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.hung = hung
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """A job this worker has taken and not yet answered."""
-
-    entry_id: bytes
-    reply_to: str
-    deliveries: int
 
 
 def default_worker_id() -> str:
@@ -111,18 +90,26 @@ class RedisWorker:
         # is taken per job read or claimed, and freed when the runner takes the job.
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._slots = asyncio.Semaphore(settings.max_batch)
-        self._held: dict[str, Held] = {}
+        self.held: dict[str, Held] = {}
+        self.answering = Answering(
+            self.leases,
+            metrics,
+            self.name,
+            self.held,
+            max_deliveries=settings.max_deliveries,
+            idle_ms=self.idle_ms,
+            placeholder_key=self.stream,
+        )
         self._stopping = asyncio.Event()
         self.runner = BatchRunner(
             model,
             self._queue,
-            self._deliver,
+            self.answering.deliver,
             max_batch=settings.max_batch,
             max_batch_wait_ms=settings.max_batch_wait_ms,
             metrics=metrics,
             on_take=self._taken,
         )
-        self.batches = 0
 
     @property
     def stopping(self) -> bool:
@@ -135,7 +122,7 @@ class RedisWorker:
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM): stop reading, finish and answer what was taken."""
-        log.info("stopping: finishing %d taken jobs", len(self._held))
+        log.info("stopping: finishing %d taken jobs", len(self.held))
         self._stopping.set()
 
     async def run(self) -> None:
@@ -146,8 +133,8 @@ class RedisWorker:
         reader = asyncio.create_task(self._read_loop(), name="reader")
         watchdog = asyncio.create_task(hung_inference(self.runner, self.settings), name="watchdog")
         helpers = [
-            asyncio.create_task(self._renew_loop(), name="lease-renewer"),
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(renew_leases(self), name="lease-renewer"),
+            asyncio.create_task(heartbeat(self), name="heartbeat"),
         ]
         stopping = asyncio.create_task(self._stopping.wait(), name="stop")
         tasks = [stopping, runner, reader, watchdog, *helpers]
@@ -159,8 +146,8 @@ class RedisWorker:
                 await self._hand_back_all("stopping")
                 return
             reader.cancel()
-            failure = _failure(done.pop())
-            log.critical("%s; handing %d held jobs back", failure, len(self._held))
+            failure = failure_of(done.pop())
+            log.critical("%s; handing %d held jobs back", failure, len(self.held))
             await self._hand_back_all("failing")
             raise failure
         finally:
@@ -175,14 +162,14 @@ class RedisWorker:
 
     async def _finish_taken(self, runner: asyncio.Task[None]) -> None:
         deadline = time.monotonic() + self.settings.request_timeout_s
-        while (self._held or self.runner.busy) and time.monotonic() < deadline:
+        while (self.held or self.runner.busy) and time.monotonic() < deadline:
             if runner.done():
                 break
             await asyncio.sleep(0.01)
 
     async def _hand_back_all(self, why: str) -> None:
         """The contract: a stopping worker returns what it holds for immediate reclaim."""
-        entries = [held.entry_id for held in self._held.values()]
+        entries = [held.entry_id for held in self.held.values()]
         if not entries:
             return
         try:
@@ -192,7 +179,7 @@ class RedisWorker:
             log.warning("could not hand %d jobs back (%r): reclaimed after their lease lapses",
                         len(entries), exc)  # fmt: skip
             return
-        self._held.clear()
+        self.held.clear()
         self.metrics.handed_back_jobs.labels(self.name).inc(len(handed))
         log.warning("%s: handed %d jobs back for reclaim", why, len(handed))
 
@@ -219,7 +206,7 @@ class RedisWorker:
     def _taken(self, job: Job) -> bool:
         """The runner took `job` into a batch: free its slot; run it only if still ours."""
         self._slots.release()
-        return job.job_id in self._held
+        return job.job_id in self.held
 
     async def _read_loop(self) -> None:
         backoff = Backoff()
@@ -279,7 +266,7 @@ class RedisWorker:
             entry_id, fields = claimed.entry_id, claimed.fields
             if claimed.deliveries > self.settings.max_deliveries:
                 reason = f"inference failed {claimed.deliveries - 1} times"
-                await self._dead_letter(entry_id, fields, reason)
+                await self.answering.dead_letter(entry_id, fields, reason)
                 continue
             self.metrics.reclaimed_jobs.labels(self.name).inc()
             log.info("reclaimed job entry %s (delivery %d)", entry_id.decode(), claimed.deliveries)
@@ -293,7 +280,7 @@ class RedisWorker:
             if envelope.job.model != self.name:
                 raise MalformedMessage(f"job for {envelope.job.model!r} on {self.name}'s stream")
         except MalformedMessage as exc:
-            await self._dead_letter(entry_id, fields, str(exc))
+            await self.answering.dead_letter(entry_id, fields, str(exc))
             return 0
         job = envelope.job
         if envelope.budget_s is not None:
@@ -301,159 +288,6 @@ class RedisWorker:
             added_s = int(entry_id.split(b"-")[0]) / 1000 - self.registration.clock_offset_s
             job.enqueued_at = added_s
             job.deadline = added_s + envelope.budget_s
-        self._held[job.job_id] = Held(entry_id, envelope.reply_to, deliveries)
+        self.held[job.job_id] = Held(entry_id, envelope.reply_to, deliveries)
         self._queue.put_nowait(job)
         return 1
-
-    async def _renew_loop(self) -> None:
-        """Renew the lease of every held job, three times per visibility timeout."""
-        while True:
-            await asyncio.sleep(self.settings.visibility_timeout_s / 3)
-            held = dict(self._held)
-            if not held:
-                continue
-            try:
-                kept = await self.leases.renew([h.entry_id for h in held.values()])
-            except RedisError as exc:
-                log.debug("lease renewal skipped: %r", exc)
-                continue
-            for job_id, h in held.items():
-                if h.entry_id not in kept and self._held.pop(job_id, None) is not None:
-                    self.metrics.lost_leases.labels(self.name).inc()
-                    log.warning("lost the lease on entry %s: its new owner answers it",
-                                h.entry_id.decode())  # fmt: skip
-
-    # Answering
-
-    async def _deliver(self, outcomes: list[tuple[Job, Result | ServeError]]) -> None:
-        """Publish results and acknowledge their jobs in one owner-checked script. A failed
-        attempt below `max_deliveries` is handed back to be retried by any worker."""
-        self.batches += 1
-        answers, retries = [], []
-        for job, outcome in outcomes:
-            held = self._held.pop(job.job_id, None)
-            if held is None:
-                continue  # lease lost meanwhile: its new owner answers it
-            if isinstance(outcome, InferenceFailed):
-                if held.deliveries < self.settings.max_deliveries:
-                    retries.append(held.entry_id)
-                    continue
-                reason = f"{outcome.message} on each of {held.deliveries} deliveries"
-                self.metrics.dead_lettered.labels(self.name).inc()
-                header = json.dumps({"job_id": job.job_id, "request_id": job.request_id})
-                error = DeadLettered(f"the job was dead-lettered: {reason}")
-                reply = encode_reply(job.job_id, error)
-                answers.append(Answer(held.entry_id, held.reply_to, reply, header.encode(), reason))
-                continue
-            answers.append(Answer(held.entry_id, held.reply_to, encode_reply(job.job_id, outcome)))
-        try:
-            answered = await self.leases.answer(answers)
-            retried = await self.leases.hand_back(retries, self.idle_ms)
-            self.metrics.handed_back_jobs.labels(self.name).inc(len(retried))
-        except RedisError as exc:
-            # Unanswered and no longer renewed: reclaimed once Redis is back.
-            log.error("could not publish %d results: %r", len(answers), exc)
-            return
-        if len(answered) < len(answers):
-            self.metrics.lost_leases.labels(self.name).inc(len(answers) - len(answered))
-            log.warning("%d results not published: their leases were lost",
-                        len(answers) - len(answered))  # fmt: skip
-
-    async def _dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
-        """Move an entry to the dead-letter stream and answer its client if it can be read."""
-        log.warning("dead-lettering job entry %s: %s", entry_id.decode(), reason)
-        self.metrics.dead_lettered.labels(self.name).inc()
-        reply_to, reply = self.stream, b""  # a placeholder key when there is no reply
-        with contextlib.suppress(MalformedMessage):
-            envelope = decode_job(fields)
-            error = DeadLettered(f"the job was dead-lettered: {reason}")
-            reply_to, reply = envelope.reply_to, encode_reply(envelope.job.job_id, error)
-        header = fields.get(HEADER) or b"-"
-        await self.leases.answer([Answer(entry_id, reply_to, reply, header, reason)])
-
-    # Liveness
-
-    def _progressing(self) -> bool:
-        """Waiting for work, or in an engine call younger than the watchdog's limit."""
-        started = self.runner.inferring_since
-        limit = inference_limit_s(self.runner, self.settings)
-        return started is None or time.monotonic() - started < limit
-
-    async def _heartbeat_loop(self) -> None:
-        interval = self.settings.heartbeat_interval_s
-        while True:
-            stats = {
-                "worker": self.worker_id,
-                "images_per_s": self.runner.images_per_s,
-                "batches": self.batches,
-                "max_batch": self.settings.max_batch,
-            }
-            try:
-                await self.registration.register(stats, self.model.info, 3 * interval)
-            except RedisError as exc:
-                log.debug("heartbeat not written to Redis: %r", exc)
-            # Local liveness is progress, whether or not Redis is up: a Redis outage must
-            # not make Kubernetes restart every worker.
-            if self._progressing():
-                self.liveness.beat()
-            await asyncio.sleep(interval)
-
-
-def _failure(task: asyncio.Task[object]) -> WorkerFailed:
-    if task.get_name() == "watchdog":
-        return WorkerFailed(f"inference hung: {task.result()}", hung=True)
-    exc = task.exception() if not task.cancelled() else None
-    if isinstance(exc, EngineBroken):
-        return WorkerFailed(f"the engine is broken: {exc}")
-    return WorkerFailed(f"worker task {task.get_name()} stopped: {exc!r}")
-
-
-async def serve_worker(settings: Settings) -> None:
-    """`resnet-serve worker`: load and warm the model, then take jobs until SIGTERM."""
-    from prometheus_client import start_http_server
-
-    metrics = Metrics()
-    if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, settings.host, metrics.registry)
-    model = await asyncio.to_thread(load_model, settings)
-    settings = model.fitted(settings)  # warm-up may lower max_batch
-    refusal = check_batch_time(settings, model.max_batch_s)
-    if refusal:
-        model.engine.close()
-        raise WorkerFailed(refusal, exit_code=2)
-    client = redis_client(settings)
-    blocking = redis_client(settings, block_s=READ_BLOCK_MS / 1000)
-    worker = RedisWorker(settings, metrics, model, client, blocking)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, worker.stop)
-    url = redacted(settings.redis_url.get_secret_value())
-    log.info("worker %s serving %s from %s", worker.worker_id, model.info.name, url)
-    try:
-        await _connect(worker, url)
-        await worker.run()
-    except WorkerFailed as exc:
-        if exc.hung:
-            # The inference thread cannot be stopped, and the interpreter would wait for
-            # it at exit: the jobs are handed back, so leave now.
-            log.critical("exiting with status %d: %s", exc.exit_code, exc)
-            logging.shutdown()
-            os._exit(exc.exit_code)
-        raise
-    finally:
-        model.engine.close()
-        await client.aclose()
-        await blocking.aclose()
-    log.info("worker %s stopped", worker.worker_id)
-
-
-async def _connect(worker: RedisWorker, url: str) -> None:
-    backoff = Backoff(max_s=5.0)
-    while not worker.stopping:
-        try:
-            await worker.ensure_group()
-            return
-        except RedisError as exc:
-            if not backoff.failing:
-                log.warning("waiting for Redis at %s: %r", url, exc)
-            await backoff.wait()

@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from resnet_serve.api.broker.admission_scripts import ADMIT_RESERVED, RESERVE
 from resnet_serve.api.broker.queue_monitor import QueueMonitor
 from resnet_serve.api.broker.redis_probe import RedisProbe
 from resnet_serve.shared import keys as k
@@ -46,30 +47,6 @@ from resnet_serve.shared.supervise import Backoff, LoopHealth, supervised
 from resnet_serve.shared.wire import MalformedMessage, decode_reply, encode_job
 
 log = logging.getLogger(__name__)
-
-# KEYS: stream, places. ARGV: max_queue, count, ttl_ms, member prefix. Drops expired
-# places, then sets aside `count` more if the stream and the places leave room.
-RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local count = tonumber(ARGV[2])
-local used = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-if used + count > tonumber(ARGV[1]) then return 0 end
-local ttl = tonumber(ARGV[3])
-for i = 1, count do redis.call('ZADD', KEYS[2], now + ttl, ARGV[4] .. i) end
-if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
-return count
-"""
-# KEYS: stream, places. ARGV: max_queue, header, tensor, place ('' for none). A job in
-# its (unexpired) place is added; any other only if there is room beside the places.
-ADMIT_RESERVED = """
-if ARGV[4] == '' or redis.call('ZREM', KEYS[2], ARGV[4]) == 0 then
-  local used = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-  if used >= tonumber(ARGV[1]) then return false end
-end
-return redis.call('XADD', KEYS[1], '*', 'header', ARGV[2], 'tensor', ARGV[3])
-"""
 
 T = TypeVar("T")
 

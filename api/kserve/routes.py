@@ -9,27 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
-from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
-from resnet_serve.api.error_handlers import client_closed
 from resnet_serve.api.kserve import inference
 from resnet_serve.api.kserve.codec import BinaryData, encode_response, inflate, split
+from resnet_serve.api.kserve.errors import KServeRoute, error_response
 from resnet_serve.api.kserve.model_config import model_config
+from resnet_serve.api.kserve.openapi_docs import ERRORS, INFER_DOC, INFER_RESPONSES
 from resnet_serve.api.kserve.parsing import ParseLimits, check_elements
 from resnet_serve.api.kserve.schemas import (
-    ERRORS,
     HEADER_LENGTH,
-    INFER_DOC,
-    INFER_RESPONSES,
     InferenceResponse,
     ModelMetadata,
     ModelReady,
@@ -40,56 +33,12 @@ from resnet_serve.api.kserve.schemas import (
 from resnet_serve.api.kserve.tensors import count
 from resnet_serve.api.v1.classifier import Classifier
 from resnet_serve.api.v1.uploads import BodyLimits, body_limits, read_body
-from resnet_serve.shared.errors import NotFound, NotReady, ServeError, UnknownModel
+from resnet_serve.shared.errors import NotFound, NotReady, UnknownModel
 from resnet_serve.shared.jobs import ModelInfo
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
-# Statuses the protocol's clients act on as they are; any other client error is a 400.
-_KEPT_STATUSES = {404, 405, 413, 503, 504}
-
-
-def error_response(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> Response:
-    """The protocol's body; the stable code is still counted (errors_total{code})."""
-    request.app.state.metrics.errors.labels(code).inc()
-    if 400 <= status < 500 and status not in _KEPT_STATUSES:
-        status = 400
-    return JSONResponse({"error": message}, status, headers=headers)
-
-
-def _validation_message(exc: RequestValidationError | ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "path"))
-        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
-    return "; ".join(parts) or "invalid request"
-
-
-class KServeRoute(APIRoute):
-    """Turns the gateway's errors into the protocol's error body."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ServeError as exc:
-                return error_response(request, exc.status, exc.code, exc.message, exc.headers())
-            except RequestValidationError as exc:
-                return error_response(request, 400, "invalid_tensor", _validation_message(exc))
-            except ClientDisconnect as exc:
-                return await client_closed(request, exc)
-            except Exception:
-                log.exception("unhandled error")
-                return error_response(request, 500, "internal_error", "internal server error")
-
-        return handle
-
-
 router = APIRouter(prefix="/v2", tags=["kserve v2"], route_class=KServeRoute)
 
 ModelName = Annotated[str, Path(description="A served model", examples=["resnet18"])]

@@ -85,11 +85,13 @@ def _run_gateway(
     from resnet_serve.api.app import create_app
     from resnet_serve.api.limits import malloc
     from resnet_serve.api.limits.http import server_options
-    from resnet_serve.shared.metrics import Metrics
+    from resnet_serve.shared.metrics import GATEWAY, WORKER, Metrics
 
     malloc.tune_allocator()  # so RSS comes back after a burst of large decodes
 
-    metrics = Metrics(distributed=distributed)
+    # Standalone, the worker lives in this process; a distributed gateway infers nothing.
+    roles = (GATEWAY,) if distributed else (GATEWAY, WORKER)
+    metrics = Metrics(roles=roles, distributed=distributed)
     uvicorn.run(
         create_app(settings, make_broker(metrics), metrics),
         host=settings.host,
@@ -136,7 +138,8 @@ def worker(
         fail(why_not_live(settings), code=1)
     if settings.engine != "fault":  # the test-only engine has no artifact
         build_or_exit(settings)
-    from resnet_serve.worker.redis_worker import WorkerFailed, serve_worker
+    from resnet_serve.worker.failures import WorkerFailed
+    from resnet_serve.worker.worker_process import serve_worker
 
     try:
         asyncio.run(serve_worker(settings))

@@ -70,6 +70,20 @@ def test_two_workers_share_the_stream_and_every_request_is_answered_once(
         assert ran == 48  # each job ran exactly once (warm-up is not counted)
         assert pending_count(redis_server) == 0
         assert redis_server.client().xlen(f"{NAMESPACE}:jobs:{MODEL}") == 0  # acked = deleted
+        # Each process exports its own role's families, not the other's at zero.
+        gateway_text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        worker_text = httpx.get(w1.metrics_url, timeout=10).text
+        gateway_only = ("resnet_serve_requests_total", "resnet_serve_workers")
+        worker_only = (
+            "resnet_serve_inference_duration_seconds",
+            "resnet_serve_reclaimed_jobs_total",
+        )
+        for family in gateway_only:
+            assert f"# TYPE {family} " in gateway_text
+            assert f"# TYPE {family} " not in worker_text
+        for family in worker_only:
+            assert f"# TYPE {family} " in worker_text
+            assert f"# TYPE {family} " not in gateway_text
 
 
 def test_two_gateways_behind_one_redis_both_answer(

@@ -113,6 +113,23 @@ def _fp32_layers(model: Any) -> list[str]:
     return names
 
 
+def _search(
+    fp32: Any,
+    dataset: Any,
+    data: CalibrationSet,
+    tuning: np.ndarray,
+    max_drop_pt: float,
+    max_iterations: int,
+    clock: SearchClock,
+) -> Any | None:
+    """NNCF's accuracy-controlled model, or None when the search ran past its budget."""
+    try:
+        return _accuracy_control(fp32, dataset, data, tuning, max_drop_pt, max_iterations, clock)
+    except SearchOverBudget as stop:
+        log.warning("INT8 accuracy search %s: keeping plain INT8", stop)
+        return None
+
+
 def build_int8(
     onnx_path: Path,
     directory: Path,
@@ -160,19 +177,23 @@ def build_int8(
         clock.start(f"plain INT8 failed the gate: {accuracy.reason}")
         searched = True
         tuning = _scores(_compile(fp32, threads), data.tuning)
-        try:
-            int8 = _accuracy_control(
-                fp32, dataset, data, tuning, max_drop_pt, max_iterations, clock
-            )
-        except SearchOverBudget as stop:
-            log.warning("INT8 accuracy search %s: keeping plain INT8", stop)
-            stopped = True
-        else:
-            accuracy = judged(int8)
-            method = "accuracy-control"
+        found = _search(fp32, dataset, data, tuning, max_drop_pt, max_iterations, clock)
+        stopped = found is None
+        if found is not None:
+            int8, accuracy, method = found, judged(found), "accuracy-control"
     xml = directory / "model.int8.xml"
     ov.save_model(int8, str(xml), compress_to_fp16=False)
-    calibration = Calibration(
+    fp32_layers = _fp32_layers(int8) if method == "accuracy-control" else []
+    search_s = round(clock.elapsed_s, 1) if searched else 0.0
+    calibration = _record(data, method, fp32_layers, search_s, stopped)
+    return Int8Result([xml.name, xml.with_suffix(".bin").name], calibration, accuracy)
+
+
+def _record(
+    data: CalibrationSet, method: str, fp32_layers: list[str], search_s: float, stopped: bool
+) -> Calibration:
+    """What the manifest keeps about how the INT8 artifact was calibrated and searched."""
+    return Calibration(
         source=data.source,
         digest=data.digest,
         photos=data.photos,
@@ -180,8 +201,7 @@ def build_int8(
         calibration_crops=len(data.calibration),
         holdout_crops=len(data.holdout),
         method=method,
-        fp32_layers=_fp32_layers(int8) if method == "accuracy-control" else [],
-        search_s=round(clock.elapsed_s, 1) if searched else 0.0,
+        fp32_layers=fp32_layers,
+        search_s=search_s,
         search_stopped=stopped,
     )
-    return Int8Result([xml.name, xml.with_suffix(".bin").name], calibration, accuracy)
