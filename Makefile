@@ -14,6 +14,7 @@ install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev]' $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(BIN)/pip install --no-deps -e tests/fault_engine  # TEST-ONLY engine plug-in
 
 lint:
 	$(BIN)/ruff check .

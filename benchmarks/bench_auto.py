@@ -10,7 +10,7 @@ side. Prints a Markdown table and writes bench-results/bench_auto-<time>.json.
 
     python -m benchmarks.bench_auto                # ~4 minutes
     python -m benchmarks.bench_auto --rounds 1 --duration-s 8   # a smoke run
-    python -m benchmarks.bench_auto --model resnet18 --weights random --precision bf16
+    python -m benchmarks.bench_auto --model resnet18 --random-weights --precision bf16
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from benchmarks.harness.images import ImageSet, imagenet_sized
 from benchmarks.harness.load import Load, LoadClient, load_client
 from benchmarks.harness.report import write_results
 from benchmarks.harness.server_load import measure_load
-from resnet_serve.worker.model.artifacts import ModelRepository
+from resnet_serve.worker.model.artifacts import Candidate, ModelRepository
 from resnet_serve.worker.model.selection import FP32_KEY
 from tests.servers import resnet_serve, run_server, server_env
 
@@ -54,7 +54,7 @@ def _serve_once(
     meter: NoiseMeter,
 ) -> Load:
     precision = args.precision if engine == "auto" else "fp32"
-    model = ("--model", args.model, "--weights", args.weights)
+    model = _model_args(args)
     with run_server(
         home, logs, *model, engine=engine, precision=precision, response_cache_entries="0"
     ) as server:
@@ -70,10 +70,14 @@ def _serve_once(
         )
 
 
+def _model_args(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("--model", args.model, *(("--weights", "random") if args.random_weights else ()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--weights", choices=("imagenet", "random"), default="imagenet")
+    parser.add_argument("--random-weights", action="store_true", help="not the real ones")
     parser.add_argument("--precision", default="auto", help="the first server's precision")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration-s", type=float, default=15)
@@ -86,17 +90,15 @@ def main() -> None:
         logs.mkdir()
         log(f"export --model {args.model}: every candidate, gated and timed")
         env = server_env(home, engine="auto")
-        model = ("--model", args.model, "--weights", args.weights)
-        subprocess.run(resnet_serve("export", *model), env=env, check=True)
+        subprocess.run(resnet_serve("export", *_model_args(args)), env=env, check=True)
         ((_, manifest),) = ModelRepository(home / "models").versions(args.model)
         selection = manifest.selection
         assert selection is not None
-        served = selection.choice
-        if args.precision != "auto":
-            served = next(c for c in selection.candidates if c.precision == args.precision)
+        served: Candidate | None = selection.choice
+        if args.precision != "auto":  # random weights: no reduced candidate was timed
+            served = next((c for c in selection.candidates if c.precision == args.precision), None)
         fp32 = next(c for c in selection.candidates if c.key == FP32_KEY)
-        # A candidate that failed its gate (random weights always do) was not timed.
-        model_only = served.speed / fp32.speed if served.img_s else None
+        model_only = served.speed / fp32.speed if served and served.img_s else None
         images = ImageSet(IMAGES, "ImageNet-sized JPEGs", imagenet_sized(48))
         client = load_client(args.client, logs, [images])
         meter = NoiseMeter(threshold_cores=0.3, max_wait_s=args.quiet_wait_s)
@@ -122,9 +124,9 @@ def main() -> None:
             f"| {r + 1} | {a.req_per_s:.1f} | {a.p99_ms:.0f} | {a.server_rss_mb:.0f} "
             f"| {o.req_per_s:.1f} | {o.p99_ms:.0f} | {o.server_rss_mb:.0f} | {ratios[r]:.2f}x |"
         )
-    alone = f"{model_only:.2f}x" if model_only else "not timed (its gate failed)"
+    alone = f"{model_only:.2f}x" if model_only else "not timed (no passing candidate)"
     print(
-        f"\nmodel-only ({served.label}, auto's own measurement, batch {selection.max_batch}): "
+        f"\nmodel-only (auto's own measurement, batch {selection.max_batch}): "
         f"{alone}; in the service (c={CONCURRENCY}, median of rounds): "
         f"{statistics.median(ratios):.2f}x; other processes used "
         f"{max(x.foreign_cores for v in runs.values() for x in v):.2f} cores at most"
@@ -133,7 +135,7 @@ def main() -> None:
         "bench_auto",
         {
             "model": args.model,
-            "weights": args.weights,
+            "random_weights": args.random_weights,
             "precision": args.precision,
             "cpu": _cpu(),
             "selection": selection.model_dump(),

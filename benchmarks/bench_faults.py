@@ -72,7 +72,7 @@ def shape(
     with ExitStack() as stack:
         redis = stack.enter_context(run_redis(root / name / "redis"))
         plain = fault_settings(**settings)
-        faulty = dict(plain, fault_control_file=str(control)) if control else plain
+        faulty = dict(plain, FAULT_ENGINE_CONTROL_FILE=str(control)) if control else plain
         pool = [
             *stack.enter_context(workers(home, logs, redis, "w1", **faulty)),
             *stack.enter_context(workers(home, logs, redis, "w2", **plain)),

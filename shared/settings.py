@@ -14,8 +14,6 @@ ENV_PREFIX = "RESNET_SERVE_"
 # would keep a worker and Redis busy and one slow round trip would lose a lease.
 MIN_VISIBILITY_TIMEOUT_S = 0.3
 
-# "fault" is a TEST-ONLY engine (worker/engines/fault_engine.py): never chosen by "auto".
-Engine = Literal["auto", "onnxruntime", "torchscript", "openvino", "fault"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 
@@ -44,7 +42,11 @@ class Settings(BaseSettings):
     weights: str | None = Field(
         None, description="Weights file path, 'random', or unset to resolve the default"
     )
-    engine: Engine = "auto"
+    engine: str = Field(
+        "auto",
+        pattern=r"^[a-z0-9_]+$",
+        description="auto, or an installed engine plug-in (onnxruntime, openvino, torchscript)",
+    )
     precision: Precision = "auto"
     home_dir: Path = Field(default_factory=_default_home)
     model_repository: Path | None = None
@@ -189,12 +191,6 @@ class Settings(BaseSettings):
         1800.0, ge=10, description="Longest run of one job; a crashed run resumes after it"
     )
     bulk_concurrency: int = Field(16, ge=1, description="Images one jobs-worker has in flight")
-
-    # TEST-ONLY fault injection for `engine = "fault"` (worker/engines/fault_engine.py)
-    fault_latency_ms: float = Field(0.0, ge=0, description="Test only: fault engine batch time")
-    fault_control_file: Path | None = Field(
-        None, description="Test only: JSON file the fault engine reads before each batch"
-    )
 
     # Gateway auth: off unless keys are given
     api_keys: SecretStr | None = Field(None, description="Comma-separated API keys")

@@ -108,10 +108,14 @@ def pending_count(redis: RedisServer, consumer: str | None = None) -> int:
 
 
 def fault_settings(latency_ms: float = 100, **settings: str) -> dict[str, str]:
-    """Settings for the TEST-ONLY fault-injecting engine (worker/engines/fault_engine.py):
-    fixed batch time, failures on demand through `fault_control_file`."""
+    """Settings for the TEST-ONLY fault-injecting engine plug-in (tests/fault_engine/):
+    fixed batch time, failures on demand through `FAULT_ENGINE_CONTROL_FILE`."""
     # The response cache off: repeated images must reach the workers.
-    base = {"engine": "fault", "fault_latency_ms": str(latency_ms), "response_cache_entries": "0"}
+    base = {
+        "engine": "fault",
+        "FAULT_ENGINE_LATENCY_MS": str(latency_ms),
+        "response_cache_entries": "0",
+    }
     return {**base, **settings}
 
 

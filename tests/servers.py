@@ -73,7 +73,9 @@ def server_env(home: Path, **settings: str) -> dict[str, str]:
     # was built before. tests/unit/test_engine_choice.py covers `auto`; a test may still
     # ask for any engine.
     env["RESNET_SERVE_ENGINE"] = "onnxruntime"
-    env.update({f"RESNET_SERVE_{k.upper()}": v for k, v in settings.items()})
+    # A setting by its name (`max_batch`); an upper-case name is an environment variable
+    # as it is (`FAULT_ENGINE_LATENCY_MS`, read by the test-only fault engine).
+    env.update({k if k.isupper() else f"RESNET_SERVE_{k.upper()}": v for k, v in settings.items()})
     return env
 
 

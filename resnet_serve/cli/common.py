@@ -155,7 +155,8 @@ def build_or_exit(settings: Settings) -> tuple[Path, Manifest]:
     try:
         choice = choose(settings)
         # The engine's runtime first: a missing extra is told before a long build.
-        importlib.import_module(_RUNTIMES[choice.engine])
+        if choice.engine in _RUNTIMES:
+            importlib.import_module(_RUNTIMES[choice.engine])
         return ensure_artifact(settings, choice)
     except (BuildError, ValueError) as exc:
         fail(str(exc))

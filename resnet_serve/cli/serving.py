@@ -56,9 +56,11 @@ def serve(
         max_batch=max_batch,
         max_batch_wait_ms=max_batch_wait_ms,
     )
-    if settings.engine != "fault":  # the test-only engine has no artifact
-        build_or_exit(settings)
+    from resnet_serve.worker.engines.registry import serves_without_artifact
     from resnet_serve.worker.inprocess import InProcessBroker
+
+    if not serves_without_artifact(settings.engine):
+        build_or_exit(settings)
 
     _run_gateway(settings, lambda metrics: InProcessBroker(settings, metrics), distributed=False)
 
@@ -136,10 +138,12 @@ def worker(
         if workers_live(settings):
             raise typer.Exit(0)
         fail(why_not_live(settings), code=1)
-    if settings.engine != "fault":  # the test-only engine has no artifact
-        build_or_exit(settings)
+    from resnet_serve.worker.engines.registry import serves_without_artifact
     from resnet_serve.worker.failures import WorkerFailed
     from resnet_serve.worker.worker_process import serve_worker
+
+    if not serves_without_artifact(settings.engine):
+        build_or_exit(settings)
 
     try:
         asyncio.run(serve_worker(settings))

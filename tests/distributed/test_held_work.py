@@ -141,7 +141,8 @@ def test_a_broken_engine_exits_non_zero_and_its_jobs_are_answered_by_another_wor
     set_fault(control, "ok")
     common = {"visibility_timeout_s": "1", "request_timeout_s": "40", "max_batch": "4"}
     broken_settings = fault_settings(
-        100, fault_control_file=str(control), inference_timeout_s="2", max_batch_wait_ms="300",
+        100, FAULT_ENGINE_CONTROL_FILE=str(control), inference_timeout_s="2",
+        max_batch_wait_ms="300",
         **common,
     )  # fmt: skip
     with (
@@ -281,7 +282,7 @@ def test_out_of_memory_at_warm_up_serves_smaller_batches_and_says_so(
     why, and its `/metrics` shows the largest batch it really runs."""
     control = tmp_path / "fault.json"
     control.write_text(json.dumps({"oom_above": 3}))
-    settings = fault_settings(20, fault_control_file=str(control), max_batch="8")
+    settings = fault_settings(20, FAULT_ENGINE_CONTROL_FILE=str(control), max_batch="8")
     with workers(home, logs, redis_server, "small", **settings) as (worker,):
         assert worker.metric("resnet_serve_max_batch") == 3
         assert "out of memory at batch 4 during warm-up" in worker.log()

@@ -5,6 +5,7 @@ real servers; the wheel adds one import package and installs offline with --targ
 from __future__ import annotations
 
 import subprocess
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,17 @@ def test_wheel_adds_one_import_package_and_installs_offline(wheel: Path, tmp_pat
     )
     installed = sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info"))
     assert installed == ["bin", "resnet_serve"] or installed == ["resnet_serve"]
+
+
+def test_wheel_ships_its_engines_as_plug_ins_and_not_the_test_engine(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        entry_points = archive.read(points).decode()
+    section = entry_points.split("[resnet_serve.engines]")[1].split("[")[0]
+    engines = sorted(line.split("=")[0].strip() for line in section.splitlines() if "=" in line)
+    assert engines == ["onnxruntime", "openvino", "torchscript"]
+    assert not [n for n in names if "fault" in n]
 
 
 def test_gateway_venv_has_no_torch(gateway_venv: Path) -> None:

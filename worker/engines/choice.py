@@ -6,7 +6,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-_BACKEND = {"onnxruntime": "onnx", "torchscript": "torchscript", "openvino": "openvino"}
+from resnet_serve.worker.engines.registry import plugin
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +18,7 @@ class EngineChoice:
 
     @property
     def backend(self) -> str:
-        return _BACKEND[self.engine]
+        return plugin(self.engine).backend
 
     @property
     def artifact_device(self) -> str:
@@ -87,12 +87,12 @@ def _auto_precision(engine: str, device: str) -> str:
 
 
 def choose_engine(engine: str, precision: str, *, int8_passed: bool = False) -> EngineChoice:
-    """Resolve "auto" settings; reject combinations no engine can run. "auto" only ever
-    picks a real engine: the test-only "fault" engine must be asked for by name.
+    """Resolve "auto" settings; reject combinations no engine can run and engines that
+    are not installed. `auto` picks among this distribution's engines only.
     `int8_passed`: an INT8 artifact of these weights exists and its recorded accuracy
     gate passed."""
-    if engine == "fault":
-        raise ValueError("the fault engine is test-only: it has no artifact to build")
+    if engine != "auto" and not plugin(engine).backend:
+        raise ValueError(f"the {engine} engine serves without an artifact: nothing to build")
     cuda = cuda_present()
     if engine == "auto":
         engine, reason = _auto_engine(precision, cuda=cuda, int8_passed=int8_passed)

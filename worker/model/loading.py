@@ -14,12 +14,11 @@ from resnet_serve.shared.jobs import ModelInfo
 from resnet_serve.shared.settings import Settings
 from resnet_serve.worker.engines.base import Engine
 from resnet_serve.worker.engines.choice import EngineChoice, choose_engine, cuda_present
-from resnet_serve.worker.engines.registry import open_engine
+from resnet_serve.worker.engines.registry import open_engine, plugin
 from resnet_serve.worker.model.artifacts import (
     ArtifactEntry,
     Manifest,
     ModelRepository,
-    WeightsInfo,
     artifact_key,
     sha256_file,
 )
@@ -149,8 +148,8 @@ def ensure_artifact(settings: Settings, choice: EngineChoice) -> tuple[Path, Man
 
 def load_model(settings: Settings) -> LoadedModel:
     """Everything a worker does before it may say it is ready."""
-    if settings.engine == "fault":
-        return load_fault_model(settings)
+    if settings.engine != "auto" and not plugin(settings.engine).backend:
+        return plugin(settings.engine).load_model(settings)  # serves without an artifact
     choice = choose(settings)
     log.info(
         "engine: %s %s on %s (%s)", choice.engine, choice.precision, choice.device, choice.reason
@@ -176,34 +175,6 @@ def load_model(settings: Settings) -> LoadedModel:
     max_batch, max_batch_s = warm_up(engine, manifest.input_size, settings.max_batch)
     _log_serving(manifest, entry)
     return LoadedModel(engine, manifest, entry, directory, manifest.labels, max_batch, max_batch_s)
-
-
-def load_fault_model(settings: Settings) -> LoadedModel:
-    """TEST ONLY: the fault-injecting engine behind a made-up manifest (no artifact)."""
-    from resnet_serve.worker.engines.fault_engine import NUM_CLASSES, FaultEngine
-
-    log.warning("TEST-ONLY fault-injecting engine: predictions are meaningless")
-    engine = FaultEngine(
-        input_size=224,
-        latency_ms=settings.fault_latency_ms,
-        control_file=settings.fault_control_file,
-    )
-    labels = [f"class {i}" for i in range(NUM_CLASSES)]
-    manifest = Manifest(
-        name=settings.model,
-        version="fault",
-        input_size=224,
-        resize_size=256,
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
-        labels=labels,
-        weights=WeightsInfo(source="random"),
-    )
-    entry = ArtifactEntry(
-        backend="onnx", precision="fp32", device="any", file="", sha256="", max_batch=256
-    )
-    max_batch, max_batch_s = warm_up(engine, 224, settings.max_batch)
-    return LoadedModel(engine, manifest, entry, settings.models_dir, labels, max_batch, max_batch_s)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

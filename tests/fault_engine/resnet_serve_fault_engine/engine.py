@@ -2,8 +2,9 @@
 `auto`, never built into an artifact, predictions meaningless.
 
 It makes the distributed fault tests and benchmarks deterministic on a loaded two-core
-machine: every batch takes `fault_latency_ms` (sleeping, so no CPU is used), and the
-JSON file named by `fault_control_file`, read before each batch, injects failures:
+machine: every batch takes `FAULT_ENGINE_LATENCY_MS` (sleeping, so no CPU is used), and
+the JSON file named by `FAULT_ENGINE_CONTROL_FILE`, read before each batch, injects
+failures:
 
     {"mode": "ok" | "fail" | "fatal" | "hang", "latency_ms": 250, "oom_above": 4}
 
