@@ -41,7 +41,12 @@ class Broker(Protocol):
 
     def saturated(self) -> bool:
         """True when it is already known that no request could be admitted now (the
-        default model's queue is full); False when unsure."""
+        default model's queue is full); False when unsure. Read before routing, for
+        every upload: it must cost no I/O."""
+
+    def retry_after_s(self, model: str | None = None) -> float:
+        """Seconds until the queue of `model` (the default one when None) likely has
+        room: its depth over the measured throughput; 1 when unknown."""
 
     async def reserve(self, model: str, count: int) -> Reservation:
         """Set aside `count` queue places, or raise QueueFull (503) at once."""

@@ -7,6 +7,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from redis.exceptions import RedisError
+
 log = logging.getLogger(__name__)
 
 
@@ -27,6 +29,40 @@ class Backoff:
     def reset(self) -> None:
         self.failing = False
         self.delay_s = self.first_s
+
+
+async def reconnecting(
+    what: str,
+    step: Callable[[], Awaitable[object]],
+    *,
+    health: LoopHealth | None = None,
+    on_error: Callable[[RedisError], None] | None = None,
+    until: Callable[[], bool] = lambda: False,
+    once: bool = False,
+) -> None:
+    """Run `step` again and again (once: until it first succeeds) while not `until()`.
+    A Redis outage backs off exponentially, is logged once when it starts ("cannot
+    <what>") and once when it ends, and turns `health` red until a step succeeds."""
+    backoff = Backoff()
+    while not until():
+        try:
+            await step()
+        except RedisError as exc:
+            if health is not None:
+                health.fail()
+            if on_error is not None:
+                on_error(exc)
+            if not backoff.failing:
+                log.warning("cannot %s: %r; retrying", what, exc)
+            await backoff.wait()
+            continue
+        if backoff.failing:
+            log.info("can %s again", what)
+        backoff.reset()
+        if health is not None:
+            health.beat()
+        if once:
+            return
 
 
 async def supervised(

@@ -7,12 +7,10 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 
 from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import (
-    DeadlineExceeded,
     NotReady,
     QueueFull,
     ServeError,
@@ -21,6 +19,7 @@ from resnet_serve.shared.errors import (
 from resnet_serve.shared.jobs import Job, ModelInfo, Result
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
+from resnet_serve.shared.waiters import Waiters
 from resnet_serve.worker.model.loading import LoadedModel, load_model
 from resnet_serve.worker.runner import BatchRunner
 
@@ -54,7 +53,7 @@ class InProcessBroker:
         self.metrics = metrics
         self._loader = loader
         self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.max_queue)
-        self._waiters: dict[str, asyncio.Future[Result]] = {}
+        self._waiters = Waiters()
         self._model: LoadedModel | None = None
         self._runner: BatchRunner | None = None
         self._task: asyncio.Task[None] | None = None
@@ -87,9 +86,7 @@ class InProcessBroker:
             return
         exc = task.exception() if not task.cancelled() else None
         log.critical("the batch runner stopped unexpectedly: %r", exc)
-        for future in self._waiters.values():
-            if not future.done():
-                future.set_exception(NotReady("the inference loop stopped"))
+        self._waiters.fail_all(lambda: NotReady("the inference loop stopped"))
 
     def ready(self) -> bool:
         return (
@@ -116,7 +113,7 @@ class InProcessBroker:
         if model not in self.models():
             raise UnknownModel(f"model {model!r} is not served here")
         if self._queue.qsize() + self._reserved + count > self.settings.max_queue:
-            raise QueueFull("the inference queue is full", retry_after_s=self.retry_after_s())
+            raise QueueFull("the inference queue is full", retry_after_s=self.retry_after_s(model))
         self._reserved += count
         return Reservation(model, [str(i) for i in range(count)])
 
@@ -131,9 +128,7 @@ class InProcessBroker:
             raise self.not_ready_error()
         if job.model not in self.models():
             raise UnknownModel(f"model {job.model!r} is not served here")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiters[job.job_id] = future
-        try:
+        with self._waiters.waiting(job.job_id) as future:
             full = self._queue.qsize() + self._reserved >= self.settings.max_queue
             try:
                 if full and slot is None:
@@ -141,37 +136,22 @@ class InProcessBroker:
                 self._queue.put_nowait(job)
             except asyncio.QueueFull:
                 raise QueueFull(
-                    "the inference queue is full", retry_after_s=self.retry_after_s()
+                    "the inference queue is full", retry_after_s=self.retry_after_s(job.model)
                 ) from None
-            remaining = job.deadline - time.time()
-            try:
-                return await asyncio.wait_for(future, timeout=max(remaining, 0))
-            except TimeoutError:
-                raise DeadlineExceeded("no result before the request deadline") from None
-        finally:
-            self._waiters.pop(job.job_id, None)
+            return await self._waiters.outcome(future, job.deadline)
 
-    def retry_after_s(self) -> float:
+    def retry_after_s(self, model: str | None = None) -> float:
         rate = self._runner.images_per_s if self._runner else 0.0
         return self._queue.qsize() / rate if rate else 1.0
 
     async def _deliver(self, outcomes: list[tuple[Job, Result | ServeError]]) -> None:
         for job, outcome in outcomes:
-            future = self._waiters.get(job.job_id)
-            if future is None or future.done():
-                continue  # the client gave up (deadline or disconnect)
-            if isinstance(outcome, ServeError):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+            self._waiters.resolve(job.job_id, outcome)
 
     async def close(self) -> None:
         """Drain: stop admitting, let queued jobs finish (bounded), then stop the runner."""
         self._closing = True
-        if self._waiters:
-            await asyncio.wait(
-                list(self._waiters.values()), timeout=self.settings.request_timeout_s
-            )
+        await self._waiters.drain(self.settings.request_timeout_s)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

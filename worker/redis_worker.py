@@ -33,7 +33,7 @@ from resnet_serve.shared import keys as k
 from resnet_serve.shared.jobs import Job
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
-from resnet_serve.shared.supervise import Backoff
+from resnet_serve.shared.supervise import reconnecting
 from resnet_serve.shared.wire import MalformedMessage, decode_job
 from resnet_serve.worker.answering import Answering, Held
 from resnet_serve.worker.failures import failure_of
@@ -101,6 +101,8 @@ class RedisWorker:
             placeholder_key=self.stream,
         )
         self._stopping = asyncio.Event()
+        self._group_lost = False
+        self._next_reclaim = 0.0  # when to look for lapsed leases next
         self.runner = BatchRunner(
             model,
             self._queue,
@@ -209,35 +211,32 @@ class RedisWorker:
         return job.job_id in self.held
 
     async def _read_loop(self) -> None:
-        backoff = Backoff()
-        reclaim_every_s = self.settings.visibility_timeout_s / 4
-        next_reclaim = 0.0
-        while not self._stopping.is_set():
-            room = await self._room()
+        def lost(exc: RedisError) -> None:
+            self._group_lost = True  # Redis may have lost its data: recreate the group
+
+        await reconnecting(
+            "read jobs", self._read_round, on_error=lost, until=self._stopping.is_set
+        )
+
+    async def _read_round(self) -> None:
+        """Fill the free prefetch slots: lapsed leases first (claimed as soon as there
+        is room, however busy), then new jobs. Unused slots are given back."""
+        room = await self._room()
+        used = 0
+        try:
             if self._stopping.is_set():
-                self._release(room)
-                break
-            used = 0
-            try:
-                if backoff.failing:
-                    await self.ensure_group()
-                if time.monotonic() >= next_reclaim:
-                    # Lapsed leases first: claimed as soon as there is room, however busy.
-                    used = await self._reclaim(room)
-                    if used < room:
-                        next_reclaim = time.monotonic() + reclaim_every_s
+                return
+            if self._group_lost:
+                await self.ensure_group()
+                self._group_lost = False
+            if time.monotonic() >= self._next_reclaim:
+                used = await self._reclaim(room)
                 if used < room:
-                    used += await self._read_new(room - used)
-            except RedisError as exc:
-                if not backoff.failing:
-                    log.warning("cannot read jobs: %r; retrying", exc)
-                self._release(room - used)
-                await backoff.wait()
-                continue
+                    self._next_reclaim = time.monotonic() + self.settings.visibility_timeout_s / 4
+            if used < room:
+                used += await self._read_new(room - used)
+        finally:
             self._release(room - used)
-            if backoff.failing:
-                log.info("reading jobs again")
-            backoff.reset()
 
     def _release(self, slots: int) -> None:
         for _ in range(slots):

@@ -8,12 +8,10 @@ import logging
 import os
 import signal
 
-from redis.exceptions import RedisError
-
 from resnet_serve.shared.metrics import WORKER, Metrics
 from resnet_serve.shared.redis_client import redacted, redis_client
 from resnet_serve.shared.settings import Settings
-from resnet_serve.shared.supervise import Backoff
+from resnet_serve.shared.supervise import reconnecting
 from resnet_serve.worker.failures import WorkerFailed
 from resnet_serve.worker.model.loading import load_model
 from resnet_serve.worker.redis_worker import READ_BLOCK_MS, RedisWorker
@@ -62,12 +60,5 @@ async def serve_worker(settings: Settings) -> None:
 
 
 async def _connect(worker: RedisWorker, url: str) -> None:
-    backoff = Backoff(max_s=5.0)
-    while not worker.stopping:
-        try:
-            await worker.ensure_group()
-            return
-        except RedisError as exc:
-            if not backoff.failing:
-                log.warning("waiting for Redis at %s: %r", url, exc)
-            await backoff.wait()
+    what = f"reach Redis at {url}"
+    await reconnecting(what, worker.ensure_group, until=lambda: worker.stopping, once=True)

@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from resnet_serve.shared import keys as k
 from resnet_serve.shared.jobs import ModelInfo
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
-from resnet_serve.shared.supervise import Backoff, LoopHealth
+from resnet_serve.shared.supervise import LoopHealth, reconnecting
 from resnet_serve.shared.wire import MalformedMessage, decode_model_info
 
 log = logging.getLogger(__name__)
@@ -108,21 +107,11 @@ class QueueMonitor:
         return state.depth / state.capacity_per_s
 
     async def run(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                await self._observe()
-            except RedisError as exc:
-                self.health.fail()
-                if not backoff.failing:
-                    log.warning("cannot watch the queues: %r", exc)
-                await backoff.wait()
-                continue
-            if backoff.failing:
-                log.info("watching the queues again")
-            backoff.reset()
-            self.health.beat()
-            await asyncio.sleep(INTERVAL_S)
+        await reconnecting("watch the queues", self._round, health=self.health)
+
+    async def _round(self) -> None:
+        await self._observe()
+        await asyncio.sleep(INTERVAL_S)
 
     async def _observe(self) -> None:
         for name in list(self.models):

@@ -33,7 +33,6 @@ from resnet_serve.shared import keys as k
 from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import (
     BrokerUnavailable,
-    DeadlineExceeded,
     NotReady,
     QueueFull,
     ServeError,
@@ -43,7 +42,8 @@ from resnet_serve.shared.jobs import Job, ModelInfo, Result
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.redis_client import redacted, redis_client
 from resnet_serve.shared.settings import Settings
-from resnet_serve.shared.supervise import Backoff, LoopHealth, supervised
+from resnet_serve.shared.supervise import LoopHealth, reconnecting, supervised
+from resnet_serve.shared.waiters import Waiters
 from resnet_serve.shared.wire import MalformedMessage, decode_reply, encode_job
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REPLY_BLOCK_S = 1.0
+# After the reservation script says "full", the gateway refuses that model's uploads
+# before reading them for this long, then asks Redis again: under overload most refusals
+# then cost no body read and no round trip, and a queue that drains is seen within 50 ms.
+FULL_KNOWN_S = 0.05
 # The reply reader's socket waits this long past the block time. A read that times out
 # after Redis popped replies would drop them, so it must only ever time out when Redis is
 # frozen (and so popped nothing); noticing a lost Redis quickly is the probe's job.
@@ -72,7 +76,8 @@ class RedisBroker:
         )
         self._admit = self._client.register_script(ADMIT_RESERVED)
         self._reserve = self._client.register_script(RESERVE)
-        self._waiters: dict[str, asyncio.Future[Result]] = {}
+        self._waiters = Waiters()
+        self._full_until: dict[str, float] = {}  # model -> until when "full" is known
         self.monitor = QueueMonitor(settings, metrics, self._client)
         self.probe = RedisProbe(settings, self._fail_in_flight)
         # The dispatcher beats after every read (at least every REPLY_BLOCK_S).
@@ -114,7 +119,16 @@ class RedisBroker:
         return self.monitor.models
 
     def saturated(self) -> bool:
-        return False  # only the reservation script knows, across gateways
+        """Only the reservation script knows, across gateways; what this gateway knows
+        is that it said "full" for the default model under `FULL_KNOWN_S` ago."""
+        return time.monotonic() < self._full_until.get(self.settings.model, 0.0)
+
+    def retry_after_s(self, model: str | None = None) -> float:
+        return self.monitor.retry_after_s(model or self.settings.model)
+
+    def _full(self, model: str) -> QueueFull:
+        self._full_until[model] = time.monotonic() + FULL_KNOWN_S
+        return QueueFull("the inference queue is full", retry_after_s=self.retry_after_s(model))
 
     async def reserve(self, model: str, count: int) -> Reservation:
         if not self.ready():
@@ -126,27 +140,22 @@ class RedisBroker:
         ttl_ms = int(self.settings.request_timeout_s * 1000)
         # Failed by the probe, like a waiting request, when Redis is lost meanwhile: a
         # reservation sent into a frozen Redis would otherwise wait for socket timeouts.
-        lost: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiters[f"reserve:{prefix}"] = lost
-        try:
-            granted = await self._unless_lost(
-                self._reserve(
-                    keys=[self.keys.jobs(model), self.keys.admission_slots(model)],
-                    args=[self.settings.max_queue, count, ttl_ms, prefix],
-                ),
-                lost,
-            )
-        except RedisError as exc:
-            log.warning("could not reserve queue places: %r", exc)
-            raise BrokerUnavailable(
-                "the job queue (Redis) is unreachable", retry_after_s=1
-            ) from None
-        finally:
-            self._waiters.pop(f"reserve:{prefix}", None)
+        with self._waiters.waiting(f"reserve:{prefix}") as lost:
+            try:
+                granted = await self._unless_lost(
+                    self._reserve(
+                        keys=[self.keys.jobs(model), self.keys.admission_slots(model)],
+                        args=[self.settings.max_queue, count, ttl_ms, prefix],
+                    ),
+                    lost,
+                )
+            except RedisError as exc:
+                log.warning("could not reserve queue places: %r", exc)
+                raise BrokerUnavailable(
+                    "the job queue (Redis) is unreachable", retry_after_s=1
+                ) from None
         if not granted:
-            raise QueueFull(
-                "the inference queue is full", retry_after_s=self.monitor.retry_after_s(model)
-            )
+            raise self._full(model)
         return Reservation(model, [f"{prefix}{i}" for i in range(1, count + 1)])
 
     async def release(self, reservation: Reservation) -> None:
@@ -163,10 +172,8 @@ class RedisBroker:
             raise self.not_ready_error()
         if job.model not in self.monitor.models:
             raise UnknownModel(f"model {job.model!r} is not served here")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         # Registered before the job is visible to any worker, so no reply can be missed.
-        self._waiters[job.job_id] = future
-        try:
+        with self._waiters.waiting(job.job_id) as future:
             fields = encode_job(job, self.reply_to)
             try:
                 entry = await self._unless_lost(
@@ -187,16 +194,8 @@ class RedisBroker:
                     "the job queue (Redis) is unreachable", retry_after_s=1
                 ) from None
             if entry is None:
-                raise QueueFull(
-                    "the inference queue is full",
-                    retry_after_s=self.monitor.retry_after_s(job.model),
-                )
-            try:
-                return await asyncio.wait_for(future, max(job.deadline - time.time(), 0))
-            except TimeoutError:
-                raise DeadlineExceeded("no result before the request deadline") from None
-        finally:
-            self._waiters.pop(job.job_id, None)
+                raise self._full(job.model)
+            return await self._waiters.outcome(future, job.deadline)
 
     @staticmethod
     async def _unless_lost(command: Awaitable[T], waiter: asyncio.Future[Result]) -> T:
@@ -215,10 +214,7 @@ class RedisBroker:
     async def close(self) -> None:
         """Drain: stop admitting, wait for in-flight requests (bounded), stop the loops."""
         self._closing = True
-        if self._waiters:
-            await asyncio.wait(
-                list(self._waiters.values()), timeout=self.settings.request_timeout_s
-            )
+        await self._waiters.drain(self.settings.request_timeout_s)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -231,35 +227,25 @@ class RedisBroker:
     # Reply path
 
     async def _drain_replies(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                # BLMPOP: up to 256 replies per round trip (redis-py 5 mistypes blmpop).
-                popped = await self._blocking.execute_command(
-                    "BLMPOP", REPLY_BLOCK_S, 1, self.reply_to, "LEFT", "COUNT", 256
-                )
-            except RedisError as exc:
-                self.replies.fail()
-                if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-                    self.probe.lost(exc)
-                if not backoff.failing:
-                    log.warning("reply channel lost: %r; reconnecting", exc)
-                await backoff.wait()
-                continue
-            if backoff.failing:
-                log.info("reply channel back")
-            backoff.reset()
-            if popped:
-                self._resolve(cast(list[bytes], popped[1]))
-            self.replies.beat()
+        def lost(exc: RedisError) -> None:
+            if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+                self.probe.lost(exc)
+
+        await reconnecting("read replies", self._read_replies, health=self.replies, on_error=lost)
+
+    async def _read_replies(self) -> None:
+        # BLMPOP: up to 256 replies per round trip (redis-py 5 mistypes blmpop).
+        popped = await self._blocking.execute_command(
+            "BLMPOP", REPLY_BLOCK_S, 1, self.reply_to, "LEFT", "COUNT", 256
+        )
+        if popped:
+            self._resolve(cast(list[bytes], popped[1]))
 
     def _fail_in_flight(self) -> None:
         """Redis is gone: every waiting request answers 503 now, not at its deadline."""
-        for future in self._waiters.values():
-            if not future.done():
-                future.set_exception(
-                    BrokerUnavailable("lost the job queue (Redis) while waiting", retry_after_s=1)
-                )
+        self._waiters.fail_all(
+            lambda: BrokerUnavailable("lost the job queue (Redis) while waiting", retry_after_s=1)
+        )
 
     def _resolve(self, replies: list[bytes]) -> None:
         for data in replies:
@@ -268,13 +254,7 @@ class RedisBroker:
             except MalformedMessage as exc:
                 log.warning("dropped a reply: %s", exc)
                 continue
-            future = self._waiters.get(job_id)
-            if future is None or future.done():
-                continue  # the request already gave up (deadline or disconnect)
-            if isinstance(outcome, ServeError):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+            self._waiters.resolve(job_id, outcome)
 
     def _url(self) -> str:
         return redacted(self.settings.redis_url.get_secret_value())

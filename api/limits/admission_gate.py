@@ -50,7 +50,7 @@ class AdmissionGate:
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         scope["route"] = _Route(scope["path"])
-        error = QueueFull("the inference queue is full", retry_after_s=self.broker_retry_after())
+        error = QueueFull("the inference queue is full", retry_after_s=self.broker.retry_after_s())
         self.metrics.errors.labels(error.code).inc()
         body = json.dumps(error_body(error.code, error.message, request_id_var.get())).encode()
         headers = [
@@ -60,7 +60,3 @@ class AdmissionGate:
         ]
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-    def broker_retry_after(self) -> float:
-        retry_after = getattr(self.broker, "retry_after_s", None)
-        return float(retry_after()) if callable(retry_after) else 1.0

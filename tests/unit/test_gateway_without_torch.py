@@ -13,17 +13,12 @@ for package in (api, shared, cli, client):
     for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         importlib.import_module(module.name)
 from resnet_serve.api.app import create_app
+from resnet_serve.api.broker.redis_broker import RedisBroker
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import load_settings
 
-class NoBroker:
-    async def start(self): pass
-    async def close(self): pass
-    def ready(self): return False
-    def models(self): return {}
-    async def submit(self, job): raise NotImplementedError
-
-app = create_app(load_settings(), NoBroker(), Metrics())
+settings, metrics = load_settings(), Metrics()
+app = create_app(settings, RedisBroker(settings, metrics), metrics)  # connects to nothing
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "onnxruntime"))
 print(",".join(heavy))
 """
