@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
-from dataclasses import dataclass
 
 from fastapi import FastAPI
 
@@ -17,16 +16,17 @@ from resnet_serve.api.auth import ApiKeyAuth, load_api_keys
 from resnet_serve.api.broker.redis_broker import RedisBroker
 from resnet_serve.api.bulk import routes as bulk_routes
 from resnet_serve.api.bulk.store import BulkStore
+from resnet_serve.api.dependencies import Gateway
 from resnet_serve.api.error_handlers import install_error_handlers
 from resnet_serve.api.kserve import routes as kserve_routes
 from resnet_serve.api.kserve.parsing import HeaderParser
-from resnet_serve.api.limits.admission_gate import AdmissionGate
-from resnet_serve.api.limits.budget import Budgets, build_budgets
+from resnet_serve.api.limits.budget import build_budgets
 from resnet_serve.api.middleware import RequestContext
+from resnet_serve.api.pipeline.admission import AdmissionGate
+from resnet_serve.api.pipeline.cache import ResponseCache
+from resnet_serve.api.pipeline.classifier import Classifier
+from resnet_serve.api.pipeline.decoding import DecodePool
 from resnet_serve.api.v1 import routes as v1_routes
-from resnet_serve.api.v1.cache import ResponseCache
-from resnet_serve.api.v1.classifier import Classifier
-from resnet_serve.api.v1.decoding import DecodePool
 from resnet_serve.api.web import page
 from resnet_serve.api.web.docs import install_docs
 from resnet_serve.shared.broker import Broker
@@ -37,24 +37,16 @@ from resnet_serve.shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Parts:
-    """What the gateway holds for its lifetime, built before the app and closed after."""
-
-    budgets: Budgets
-    pool: DecodePool
-    kserve_parser: HeaderParser
-    bulk_store: BulkStore | None
-    classifier: Classifier
-
-
-def build_parts(settings: Settings, broker: Broker, metrics: Metrics) -> Parts:
+def build_gateway(settings: Settings, broker: Broker, metrics: Metrics) -> Gateway:
     budgets = build_budgets(settings)
     pool = DecodePool(
         thread_count(settings.decode_threads), settings.max_queue, metrics, budgets.decoding
     )
     cache = ResponseCache(settings.response_cache_entries, metrics)
-    return Parts(
+    return Gateway(
+        settings=settings,
+        metrics=metrics,
+        broker=broker,
         budgets=budgets,
         pool=pool,
         kserve_parser=HeaderParser(settings.kserve_parse_processes),
@@ -64,17 +56,17 @@ def build_parts(settings: Settings, broker: Broker, metrics: Metrics) -> Parts:
     )
 
 
-def lifespan(broker: Broker, parts: Parts) -> Callable[[FastAPI], AsyncContextManager[None]]:
+def lifespan(gateway: Gateway) -> Callable[[FastAPI], AsyncContextManager[None]]:
     """The broker starts (loads and warms) in the background; everything closes at exit."""
 
     @contextlib.asynccontextmanager
     async def running(app: FastAPI) -> AsyncIterator[None]:
-        starting = asyncio.create_task(broker.start(), name="broker-start")
+        starting = asyncio.create_task(gateway.broker.start(), name="broker-start")
 
         def started(task: asyncio.Task[None]) -> None:
             if not task.cancelled() and task.exception() is not None:
-                app.state.startup_failure = str(task.exception())
-                log.critical("startup failed: %s", app.state.startup_failure)
+                gateway.startup_failure = str(task.exception())
+                log.critical("startup failed: %s", gateway.startup_failure)
 
         starting.add_done_callback(started)
         try:
@@ -84,11 +76,11 @@ def lifespan(broker: Broker, parts: Parts) -> Callable[[FastAPI], AsyncContextMa
                 starting.cancel()
             with contextlib.suppress(BaseException):
                 await starting
-            await broker.close()
-            if parts.bulk_store is not None:
-                await parts.bulk_store.close()
-            parts.pool.close()
-            parts.kserve_parser.close()
+            await gateway.broker.close()
+            if gateway.bulk_store is not None:
+                await gateway.bulk_store.close()
+            gateway.pool.close()
+            gateway.kserve_parser.close()
 
     return running
 
@@ -96,26 +88,20 @@ def lifespan(broker: Broker, parts: Parts) -> Callable[[FastAPI], AsyncContextMa
 def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
     """The gateway. The broker loads and warms in the background: /healthz answers at
     once, /readyz only when the broker is ready."""
-    parts = build_parts(settings, broker, metrics)
+    gateway = build_gateway(settings, broker, metrics)
     app = FastAPI(
         title="resnet-serve",
         summary="ImageNet classification over REST with dynamic batching",
         version=__version__,
-        lifespan=lifespan(broker, parts),
+        lifespan=lifespan(gateway),
         docs_url=None,  # served by api/web/docs.py from local assets
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.startup_failure = None
-    app.state.budgets = parts.budgets
-    app.state.kserve_parser = parts.kserve_parser
-    app.state.bulk_store = parts.bulk_store
-    app.state.classifier = parts.classifier
+    app.state.gateway = gateway  # handed to handlers by api/dependencies.py
     app.include_router(v1_routes.router)
     app.include_router(health.router)
     # Documented where they work; a standalone server still answers them with a 501.
-    app.include_router(bulk_routes.router, include_in_schema=parts.bulk_store is not None)
+    app.include_router(bulk_routes.router, include_in_schema=gateway.bulk_store is not None)
     install_docs(app)
     app.include_router(kserve_routes.router)
     app.include_router(page.router)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from resnet_serve.api.dependencies import gateway_of
 from resnet_serve.shared.errors import ServeError, error_body
 from resnet_serve.shared.logs import request_id_var
 
@@ -30,7 +31,7 @@ def _json(
     message: str,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    request.app.state.metrics.errors.labels(code).inc()
+    gateway_of(request).metrics.errors.labels(code).inc()
     return JSONResponse(error_body(code, message, request_id_var.get()), status, headers=headers)
 
 
@@ -58,7 +59,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def client_closed(request: Request, exc: Exception) -> Response:
     """The client hung up mid-request: one line, no traceback, no 500."""
-    request.app.state.metrics.errors.labels(CLIENT_CLOSED).inc()
+    gateway_of(request).metrics.errors.labels(CLIENT_CLOSED).inc()
     log.info(
         "%s: the client closed the connection during %s %s",
         CLIENT_CLOSED,

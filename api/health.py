@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from resnet_serve.api.v1.classifier import Classifier
-from resnet_serve.api.v1.schemas import ERROR_RESPONSES, HealthResponse, ModelOut
+from resnet_serve.api.bulk.store import BulkStore
+from resnet_serve.api.dependencies import ClassifierDep, GatewayDep
+from resnet_serve.api.pipeline.classifier import Classifier
+from resnet_serve.api.pipeline.schemas import ERROR_RESPONSES, HealthResponse, ModelOut
 from resnet_serve.shared.errors import error_body
 from resnet_serve.shared.logs import request_id_var
+from resnet_serve.shared.metrics import Metrics
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -46,9 +49,9 @@ def _models(classifier: Classifier) -> list[ModelOut]:
     responses={503: ERROR_RESPONSES[503]},
     summary="Liveness",
 )
-async def healthz(request: Request) -> Response:
+async def healthz(gateway: GatewayDep) -> Response:
     """Live: the process serves HTTP and its model did not fail to load."""
-    failure = request.app.state.startup_failure
+    failure = gateway.startup_failure
     if failure is not None:
         body = error_body("startup_failed", failure, request_id_var.get())
         return JSONResponse(body, status_code=503)
@@ -61,11 +64,10 @@ async def healthz(request: Request) -> Response:
     responses={503: ERROR_RESPONSES[503]},
     summary="Readiness",
 )
-async def readyz(request: Request) -> Response:
+async def readyz(classifier: ClassifierDep) -> Response:
     """Ready: standalone, the model is loaded and warm and the batcher runs; distributed,
     Redis answers, the reply dispatcher reads and the queue monitor observes (workers are
     not needed: with none, jobs wait in the queue)."""
-    classifier: Classifier = request.app.state.classifier
     if not classifier.broker.ready():
         # Expected while starting or draining: an answer, not an error. Neither logged
         # as a warning nor counted in errors_total (probes would swamp both).
@@ -79,9 +81,9 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get("/v1/models", response_model=list[ModelOut], tags=["classify"], summary="Models")
-async def models(request: Request) -> list[ModelOut]:
+async def models(classifier: ClassifierDep) -> list[ModelOut]:
     """The models this service answers for."""
-    return _models(request.app.state.classifier)
+    return _models(classifier)
 
 
 @router.get(
@@ -90,18 +92,15 @@ async def models(request: Request) -> list[ModelOut]:
     summary="Prometheus metrics",
     responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
 )
-async def metrics(request: Request) -> Response:
+async def metrics(gateway: GatewayDep) -> Response:
     """Prometheus text exposition: requests, latency, batching and queue metrics."""
-    if request.app.state.bulk_store is not None:
-        await _read_bulk_queue(request)
-    return Response(
-        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
-    )
+    if gateway.bulk_store is not None:
+        await _read_bulk_queue(gateway.bulk_store, gateway.metrics)
+    return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _read_bulk_queue(request: Request) -> None:
+async def _read_bulk_queue(store: BulkStore, metrics: Metrics) -> None:
     """arq's queue (a sorted set) holds the bulk jobs no jobs-worker has taken yet."""
-    store = request.app.state.bulk_store
     try:
         depth = await asyncio.wait_for(
             store.redis.zcard(store.keys.bulk_queue()), BULK_QUEUE_READ_TIMEOUT_S
@@ -109,4 +108,4 @@ async def _read_bulk_queue(request: Request) -> None:
     except (RedisError, OSError, TimeoutError) as exc:
         log.debug("bulk queue depth not read: %s", exc)
         return
-    request.app.state.metrics.bulk_queue_depth.set(depth)
+    metrics.bulk_queue_depth.set(depth)

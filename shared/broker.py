@@ -16,11 +16,11 @@ class Reservation:
     admission is decided first, so a refused request costs no decode."""
 
     model: str
-    slots: list[str] = field(default_factory=list)
+    places: list[str] = field(default_factory=list)
 
     def take(self) -> str | None:
         """One place, for one job; None when all are used."""
-        return self.slots.pop() if self.slots else None
+        return self.places.pop() if self.places else None
 
 
 class Broker(Protocol):
@@ -54,6 +54,6 @@ class Broker(Protocol):
     async def release(self, reservation: Reservation) -> None:
         """Give back the places a reservation did not use."""
 
-    async def submit(self, job: Job, slot: str | None = None) -> Result:
-        """Run one job (in a reserved place when `slot` is given); raises a
+    async def submit(self, job: Job, place: str | None = None) -> Result:
+        """Run one job (in a reserved place when `place` is given); raises a
         `resnet_serve.shared.errors.ServeError` on rejection or failure."""

@@ -29,10 +29,10 @@ class Keys:
         """Stream of jobs for one model; acknowledged entries are deleted at once."""
         return f"{self.namespace}:jobs:{model}"
 
-    def admission_slots(self, model: str) -> str:
+    def queue_places(self, model: str) -> str:
         """Sorted set: queue places gateways set aside for requests still decoding,
         member -> expiry (ms); expired members are dropped by the next reservation and
-        the key has the longest member's TTL."""
+        the key has the longest member's TTL. (The key's name predates the word.)"""
         return f"{self.namespace}:slots:{model}"
 
     def dead_letters(self, model: str) -> str:

@@ -118,11 +118,11 @@ class InProcessBroker:
         return Reservation(model, [str(i) for i in range(count)])
 
     async def release(self, reservation: Reservation) -> None:
-        self._reserved -= len(reservation.slots)
-        reservation.slots.clear()
+        self._reserved -= len(reservation.places)
+        reservation.places.clear()
 
-    async def submit(self, job: Job, slot: str | None = None) -> Result:
-        if slot is not None:
+    async def submit(self, job: Job, place: str | None = None) -> Result:
+        if place is not None:
             self._reserved -= 1  # the place becomes the job's, whatever happens next
         if not self.ready():
             raise self.not_ready_error()
@@ -131,7 +131,7 @@ class InProcessBroker:
         with self._waiters.waiting(job.job_id) as future:
             full = self._queue.qsize() + self._reserved >= self.settings.max_queue
             try:
-                if full and slot is None:
+                if full and place is None:
                     raise asyncio.QueueFull
                 self._queue.put_nowait(job)
             except asyncio.QueueFull:

@@ -86,10 +86,10 @@ class RedisWorker:
         )
         self.registration = Registration(client, self.keys, self.name, self.worker_id)
         self.liveness = Liveness(settings, self.worker_id)
-        # Prefetch: at most one batch waits while the engine runs the current one. A slot
+        # Prefetch: at most one batch waits while the engine runs the current one. A place
         # is taken per job read or claimed, and freed when the runner takes the job.
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
-        self._slots = asyncio.Semaphore(settings.max_batch)
+        self._prefetch = asyncio.Semaphore(settings.max_batch)
         self.held: dict[str, Held] = {}
         self.answering = Answering(
             self.leases,
@@ -197,17 +197,17 @@ class RedisWorker:
                 raise
 
     async def _room(self) -> int:
-        """Wait for at least one free prefetch slot; take all free ones."""
-        await self._slots.acquire()
+        """Wait for at least one free prefetch place; take all free ones."""
+        await self._prefetch.acquire()
         room = 1
-        while not self._slots.locked():
-            await self._slots.acquire()
+        while not self._prefetch.locked():
+            await self._prefetch.acquire()
             room += 1
         return room
 
     def _taken(self, job: Job) -> bool:
-        """The runner took `job` into a batch: free its slot; run it only if still ours."""
-        self._slots.release()
+        """The runner took `job` into a batch: free its prefetch place; run it if still ours."""
+        self._prefetch.release()
         return job.job_id in self.held
 
     async def _read_loop(self) -> None:
@@ -219,8 +219,8 @@ class RedisWorker:
         )
 
     async def _read_round(self) -> None:
-        """Fill the free prefetch slots: lapsed leases first (claimed as soon as there
-        is room, however busy), then new jobs. Unused slots are given back."""
+        """Fill the free prefetch places: lapsed leases first (claimed as soon as there
+        is room, however busy), then new jobs. Unused places are given back."""
         room = await self._room()
         used = 0
         try:
@@ -238,9 +238,9 @@ class RedisWorker:
         finally:
             self._release(room - used)
 
-    def _release(self, slots: int) -> None:
-        for _ in range(slots):
-            self._slots.release()
+    def _release(self, places: int) -> None:
+        for _ in range(places):
+            self._prefetch.release()
 
     async def _read_new(self, count: int) -> int:
         response = await self._blocking.xreadgroup(
@@ -273,7 +273,7 @@ class RedisWorker:
         return taken
 
     async def _accept(self, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> int:
-        """Hold and queue one entry; 1 if it took a prefetch slot."""
+        """Hold and queue one entry; 1 if it took a prefetch place."""
         try:
             envelope = decode_job(fields)
             if envelope.job.model != self.name:

@@ -144,7 +144,7 @@ class RedisBroker:
             try:
                 granted = await self._unless_lost(
                     self._reserve(
-                        keys=[self.keys.jobs(model), self.keys.admission_slots(model)],
+                        keys=[self.keys.jobs(model), self.keys.queue_places(model)],
                         args=[self.settings.max_queue, count, ttl_ms, prefix],
                     ),
                     lost,
@@ -159,15 +159,15 @@ class RedisBroker:
         return Reservation(model, [f"{prefix}{i}" for i in range(1, count + 1)])
 
     async def release(self, reservation: Reservation) -> None:
-        slots, reservation.slots = reservation.slots, []
-        if not slots:
+        places, reservation.places = reservation.places, []
+        if not places:
             return
         try:
-            await self._client.zrem(self.keys.admission_slots(reservation.model), *slots)
+            await self._client.zrem(self.keys.queue_places(reservation.model), *places)
         except RedisError as exc:  # they lapse on their own (request_timeout_s)
             log.warning("could not release queue places: %r", exc)
 
-    async def submit(self, job: Job, slot: str | None = None) -> Result:
+    async def submit(self, job: Job, place: str | None = None) -> Result:
         if not self.ready():
             raise self.not_ready_error()
         if job.model not in self.monitor.models:
@@ -178,12 +178,12 @@ class RedisBroker:
             try:
                 entry = await self._unless_lost(
                     self._admit(
-                        keys=[self.keys.jobs(job.model), self.keys.admission_slots(job.model)],
+                        keys=[self.keys.jobs(job.model), self.keys.queue_places(job.model)],
                         args=[
                             self.settings.max_queue,
                             fields[b"header"],
                             fields[b"tensor"],
-                            slot or "",
+                            place or "",
                         ],
                     ),
                     future,

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from resnet_serve.api.bulk.queue import FUNCTION
 from resnet_serve.api.bulk.store import QUEUED, BulkStore, unavailable_on_redis_errors
-from resnet_serve.api.v1.uploads import Upload
+from resnet_serve.api.pipeline.uploads import Upload
 from resnet_serve.shared import keys as k
 from resnet_serve.shared.errors import BulkStorageFull, IdempotencyKeyInUse, IdempotencyKeyReused
 

@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from resnet_serve.api.v1.uploads import Upload
+from resnet_serve.api.pipeline.uploads import Upload
 from resnet_serve.shared.errors import InvalidArchive, PayloadTooLarge, TooManyFiles
 
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive

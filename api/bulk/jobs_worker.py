@@ -24,7 +24,7 @@ from resnet_serve.api.bulk.processing import BulkJobProcessor
 from resnet_serve.api.bulk.queue import FUNCTION, dumps, loads
 from resnet_serve.api.bulk.store import BulkStore
 from resnet_serve.api.limits.budget import build_budgets
-from resnet_serve.api.v1.decoding import DecodePool
+from resnet_serve.api.pipeline.decoding import DecodePool
 from resnet_serve.shared.cpus import thread_count
 from resnet_serve.shared.keys import Keys
 from resnet_serve.shared.metrics import Metrics

@@ -25,7 +25,7 @@ from tenacity import (
 
 from resnet_serve.api.broker.redis_broker import RedisBroker
 from resnet_serve.api.bulk.store import DONE, FAILED, BulkStore, JobState
-from resnet_serve.api.v1.decoding import DecodePool
+from resnet_serve.api.pipeline.decoding import DecodePool
 from resnet_serve.shared.errors import (
     BrokerUnavailable,
     DeadlineExceeded,
@@ -63,7 +63,7 @@ class BulkJobProcessor:
         self.pool = pool
         # Images in flight in this process, over all its jobs: bounds memory and keeps
         # a bulk job from flooding the stream that interactive requests share.
-        self._slots = asyncio.Semaphore(settings.bulk_concurrency)
+        self._running = asyncio.Semaphore(settings.bulk_concurrency)
 
     async def run(self, job_id: str) -> dict[str, Any]:
         try:
@@ -118,11 +118,11 @@ class BulkJobProcessor:
         tasks: list[asyncio.Task[None]] = []
         try:
             for index in pending:
-                await self._slots.acquire()
+                await self._running.acquire()
                 task = asyncio.create_task(self._image(state, index, info, config))
                 # A callback, not `finally`: a task cancelled before it starts never
-                # runs its body, and its slot must come back all the same.
-                task.add_done_callback(lambda _: self._slots.release())
+                # runs its body, and its place must come back all the same.
+                task.add_done_callback(lambda _: self._running.release())
                 tasks.append(task)
             await asyncio.gather(*tasks)
         finally:

@@ -25,10 +25,9 @@ from resnet_serve.api.bulk.schemas import (
 )
 from resnet_serve.api.bulk.store import BulkStore, JobState
 from resnet_serve.api.bulk.uploads import payload_digest, read_bulk_uploads
-from resnet_serve.api.v1.classifier import Classifier
-from resnet_serve.api.v1.routes import ModelName, TopK
-from resnet_serve.api.v1.schemas import PredictionOut
-from resnet_serve.api.v1.uploads import body_limits
+from resnet_serve.api.dependencies import Gateway, GatewayDep
+from resnet_serve.api.pipeline.params import ModelName, TopK
+from resnet_serve.api.pipeline.schemas import PredictionOut
 from resnet_serve.shared.errors import BulkJobsUnavailable, JobNotFound
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -64,8 +63,8 @@ _BODY = {
 }
 
 
-def _store(request: Request) -> BulkStore:
-    store: BulkStore | None = request.app.state.bulk_store
+def _store(gateway: Gateway) -> BulkStore:
+    store = gateway.bulk_store
     if store is None:
         raise BulkJobsUnavailable(
             "bulk jobs need distributed mode: run `resnet-serve api` with Redis and "
@@ -88,6 +87,7 @@ def _store(request: Request) -> BulkStore:
 async def submit_job(
     request: Request,
     response: Response,
+    gateway: GatewayDep,
     top_k: TopK = 3,
     model: ModelName = None,
     idempotency_key: IdempotencyKey = None,
@@ -95,10 +95,9 @@ async def submit_job(
     """Multipart `file` fields, or one zip (an `application/zip` body or a single
     multipart file). Answers 202 with the job id and a Location to poll; images that are
     not valid images are reported one by one in the results, they do not fail the job."""
-    store = _store(request)
-    classifier: Classifier = request.app.state.classifier
-    info = classifier.model(model)
-    async with body_limits(request) as body:
+    store = _store(gateway)
+    info = gateway.classifier.model(model)
+    async with gateway.body_limits() as body:
         uploads = await read_bulk_uploads(request, store.settings, body)
         digest = await asyncio.to_thread(payload_digest, uploads, info.name, top_k)
         submitted = await admit(
@@ -133,11 +132,11 @@ async def submit_job(
     responses={code: JOB_RESPONSES[code] for code in (404, 501, 503)},
     summary="A bulk job's status, progress and per-image results",
 )
-async def job_status(request: Request, job_id: JobId) -> JobStatus:
+async def job_status(gateway: GatewayDep, job_id: JobId) -> JobStatus:
     """Status (queued, running, done, failed), progress, and one entry per image in
     upload order: its top-k predictions, or its error with a stable code. Jobs and their
     results are deleted `bulk_result_ttl_s` after they finish; then this answers 404."""
-    store = _store(request)
+    store = _store(gateway)
     state = await store.read(job_id) if _JOB_ID.fullmatch(job_id) else None
     if state is None:
         raise JobNotFound(f"no job {job_id!r}: it never existed or its results expired")

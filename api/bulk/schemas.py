@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from resnet_serve.api.v1.schemas import ErrorResponse, PredictionOut
+from resnet_serve.api.pipeline.schemas import ErrorResponse, PredictionOut
 
 JobStatusName = Literal["queued", "running", "done", "failed"]
 _JOB_ID = "9b2f4c0d1e8a4f6b8c3d5e7f9a1b2c3d"

@@ -14,7 +14,7 @@ import hashlib
 from starlette.requests import Request
 
 from resnet_serve.api.bulk.archive import ArchiveLimits, is_zip, read_zip
-from resnet_serve.api.v1.uploads import (
+from resnet_serve.api.pipeline.uploads import (
     HELD_PER_BODY_BYTE,
     MULTIPART_OVERHEAD_BYTES,
     BodyLimits,

@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
+from resnet_serve.api.dependencies import gateway_of
 from resnet_serve.api.error_handlers import client_closed
 from resnet_serve.shared.errors import ServeError
 
@@ -27,7 +28,7 @@ def error_response(
     request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> Response:
     """The protocol's body; the stable code is still counted (errors_total{code})."""
-    request.app.state.metrics.errors.labels(code).inc()
+    gateway_of(request).metrics.errors.labels(code).inc()
     if 400 <= status < 500 and status not in _KEPT_STATUSES:
         status = 400
     return JSONResponse({"error": message}, status, headers=headers)

@@ -32,7 +32,7 @@ from resnet_serve.api.kserve.tensors import (
     input_count,
     input_images,
 )
-from resnet_serve.api.v1.classifier import Classifier
+from resnet_serve.api.pipeline.classifier import Classifier
 from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import InferenceFailed, InvalidTensor
 from resnet_serve.shared.jobs import Job, ModelInfo, Result

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.routing import APIRoute
 from starlette.routing import Match
 
+from resnet_serve.api.dependencies import gateway_of
 from resnet_serve.api.kserve import inference
 from resnet_serve.api.kserve.codec import BinaryData, encode_response, inflate, split
 from resnet_serve.api.kserve.errors import KServeRoute, error_response
@@ -31,8 +32,8 @@ from resnet_serve.api.kserve.schemas import (
     ServerReady,
 )
 from resnet_serve.api.kserve.tensors import count
-from resnet_serve.api.v1.classifier import Classifier
-from resnet_serve.api.v1.uploads import BodyLimits, body_limits, read_body
+from resnet_serve.api.pipeline.classifier import Classifier
+from resnet_serve.api.pipeline.uploads import BodyLimits, read_body
 from resnet_serve.shared.errors import NotFound, NotReady, UnknownModel
 from resnet_serve.shared.jobs import ModelInfo
 
@@ -46,8 +47,7 @@ Version = Annotated[str, Path(description="The model's version", examples=["1"])
 
 
 def _classifier(request: Request) -> Classifier:
-    classifier: Classifier = request.app.state.classifier
-    return classifier
+    return gateway_of(request).classifier
 
 
 def _model(request: Request, name: str, version: str | None) -> ModelInfo:
@@ -76,7 +76,7 @@ async def server_metadata(request: Request) -> ServerMetadata:
 )
 async def server_live(request: Request) -> ServerLive:
     """200 while the process serves HTTP and its model did not fail to load."""
-    failure = request.app.state.startup_failure
+    failure = gateway_of(request).startup_failure
     if failure is not None:
         raise NotReady(f"startup failed: {failure}")
     return ServerLive(live=True)
@@ -183,13 +183,13 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
     info = classifier.model(_model(request, model_name, version).name)  # 503 until ready
     settings = classifier.settings
     limits = ParseLimits(info.input_size, settings.max_files_per_request, settings.max_upload_bytes)
-    async with body_limits(request) as body_budget:
+    async with gateway_of(request).body_limits() as body_budget:
         header, binary, parse_cost = await _read(
             request, settings.max_request_bytes, body_budget, limits
         )
         # What parsing and converting will hold, reserved first (413 if it never fits).
         await body_budget.grant.grow_to(body_budget.grant.held + parse_cost)
-        parsed = await request.app.state.kserve_parser.parse(header, limits)
+        parsed = await gateway_of(request).kserve_parser.parse(header, limits)
         del header
         state = request.scope["state"]
         deadline = state["received_at"] + settings.request_timeout_s

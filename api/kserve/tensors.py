@@ -18,7 +18,7 @@ import numpy as np
 
 from resnet_serve.api.kserve.codec import BinaryData, flatten, unpack_bytes
 from resnet_serve.api.kserve.schemas import InferenceRequest, RequestInput
-from resnet_serve.api.v1.classifier import Classifier
+from resnet_serve.api.pipeline.classifier import Classifier
 from resnet_serve.shared.errors import InvalidTensor, PayloadTooLarge, ServeError, TooManyFiles
 from resnet_serve.shared.jobs import ModelInfo
 from resnet_serve.shared.preprocess import config_for

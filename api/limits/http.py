@@ -13,7 +13,7 @@ ever. This protocol adds:
 
 Headers are bounded in size (and so in count) by `max_header_bytes` through h11 (a 400
 past it); idle keep-alive connections close after `keep_alive_timeout_s` (uvicorn's own);
-a request body must arrive within `body_timeout_s` (api/v1/uploads.py, 408).
+a request body must arrive within `body_timeout_s` (api/pipeline/uploads.py, 408).
 """
 
 from __future__ import annotations

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Request
 
-from fastapi import APIRouter, Query, Request
-
-from resnet_serve.api.v1.classifier import Classifier
-from resnet_serve.api.v1.schemas import ERROR_RESPONSES, BatchResponse, ClassifyResponse
-from resnet_serve.api.v1.uploads import MULTIPART_OVERHEAD_BYTES, body_limits, read_uploads
+from resnet_serve.api.dependencies import GatewayDep
+from resnet_serve.api.pipeline.classifier import Classifier
+from resnet_serve.api.pipeline.params import MAX_TOP_K, ModelName, TopK
+from resnet_serve.api.pipeline.schemas import ERROR_RESPONSES, BatchResponse, ClassifyResponse
+from resnet_serve.api.pipeline.uploads import MULTIPART_OVERHEAD_BYTES, read_uploads
 from resnet_serve.shared.errors import InvalidParameter
 from resnet_serve.shared.jobs import ModelInfo
 
 router = APIRouter(prefix="/v1", tags=["classify"])
-
-MAX_TOP_K = 20
-TopK = Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many labels to return")]
-ModelName = Annotated[str | None, Query(description="Model to use; the default model if unset")]
 
 
 def _body_doc(multiple: bool) -> dict[str, object]:
@@ -69,11 +65,6 @@ def _from_form(
     return classifier.model(model), top_k
 
 
-def _classifier(request: Request) -> Classifier:
-    classifier: Classifier = request.app.state.classifier
-    return classifier
-
-
 @router.post(
     "/classify",
     response_model=ClassifyResponse,
@@ -81,15 +72,17 @@ def _classifier(request: Request) -> Classifier:
     openapi_extra=_body_doc(multiple=False),
     summary="Classify one image",
 )
-async def classify(request: Request, top_k: TopK = 3, model: ModelName = None) -> ClassifyResponse:
+async def classify(
+    request: Request, gateway: GatewayDep, top_k: TopK = 3, model: ModelName = None
+) -> ClassifyResponse:
     """Upload an image as multipart field `file` or as a raw `image/*` body; get the
     top-k ImageNet labels. A multipart body may also carry `model` and `top_k` fields."""
-    classifier = _classifier(request)
+    classifier = gateway.classifier
     _early_check(classifier, model)
     settings = classifier.settings
     state = request.scope["state"]
     fields: dict[str, str] = {}
-    async with body_limits(request) as limits:
+    async with gateway.body_limits() as limits:
         # The body is read first: its bytes arrive and are parsed by the HTTP server
         # whether or not they are used, and a queue place is then held only while the
         # image decodes, never while a slow client sends it.
@@ -115,15 +108,15 @@ async def classify(request: Request, top_k: TopK = 3, model: ModelName = None) -
     summary="Classify several images in one request",
 )
 async def classify_batch(
-    request: Request, top_k: TopK = 3, model: ModelName = None
+    request: Request, gateway: GatewayDep, top_k: TopK = 3, model: ModelName = None
 ) -> BatchResponse:
     """Several multipart `file` fields; one result (or one error) per file, in order.
     `model` and `top_k` may also come as multipart fields."""
-    classifier = _classifier(request)
+    classifier = gateway.classifier
     _early_check(classifier, model)
     settings = classifier.settings
     fields: dict[str, str] = {}
-    async with body_limits(request) as limits:
+    async with gateway.body_limits() as limits:
         uploads = await read_uploads(
             request,
             max_files=settings.max_files_per_request,

@@ -66,7 +66,7 @@ def test_two_gateways_admit_exactly_the_queue_and_refuse_the_rest_without_decodi
 def test_refusals_answer_without_reading_or_decoding_the_upload(
     home: Path, logs: Path, redis_server: RedisServer
 ) -> None:
-    """A full queue: 30 more uploads are refused; none is decoded, the slots set is
+    """A full queue: 30 more uploads are refused; none is decoded, the places set is
     empty afterwards, and a refusal takes milliseconds, not a decode."""
     settings = {"max_queue": "1", "request_timeout_s": "60", "heartbeat_interval_s": "30"}
     with ExitStack() as stack:

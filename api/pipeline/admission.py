@@ -5,7 +5,7 @@ Under overload almost every request is refused, and a closed-loop client sends t
 one as soon as the last is answered: what a refusal costs in CPU is taken from
 inference in the same process. This gate answers the 503 that admission would give, for
 a few microseconds of work, whenever the broker already knows there is no place.
-Admission proper (a reservation, api/v1/classifier.py) still decides every request
+Admission proper (a reservation, api/pipeline/classifier.py) still decides every request
 that passes the gate.
 """
 

@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from resnet_serve.api.limits.budget import Grant, body_grant
+from resnet_serve.api.limits.budget import ByteBudget, Grant, body_grant
 from resnet_serve.shared.errors import (
     InvalidParameter,
     PayloadTooLarge,
@@ -51,11 +51,10 @@ class Upload:
 
 
 @contextlib.asynccontextmanager
-async def body_limits(request: Request) -> AsyncIterator[BodyLimits]:
-    """This request's share of the body budget, returned when the block ends."""
-    app = request.app
-    async with body_grant(app.state.budgets.bodies) as grant:
-        yield BodyLimits(grant, app.state.settings.body_timeout_s)
+async def body_limits(bodies: ByteBudget, timeout_s: float) -> AsyncIterator[BodyLimits]:
+    """A request's share of the body budget, returned when the block ends."""
+    async with body_grant(bodies) as grant:
+        yield BodyLimits(grant, timeout_s)
 
 
 def _media_type(request: Request) -> str:

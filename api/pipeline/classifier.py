@@ -11,16 +11,16 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from resnet_serve.api.v1.cache import ResponseCache
-from resnet_serve.api.v1.decoding import DecodePool
-from resnet_serve.api.v1.schemas import (
+from resnet_serve.api.pipeline.cache import ResponseCache
+from resnet_serve.api.pipeline.decoding import DecodePool
+from resnet_serve.api.pipeline.schemas import (
     BatchItem,
     ClassifyResponse,
     ErrorDetail,
     PredictionOut,
     TimingsOut,
 )
-from resnet_serve.api.v1.uploads import Upload
+from resnet_serve.api.pipeline.uploads import Upload
 from resnet_serve.shared.broker import Broker, Reservation
 from resnet_serve.shared.errors import ServeError, UnknownModel
 from resnet_serve.shared.jobs import Job, ModelInfo, Result
