@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,9 @@ def imported_modules(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            names.append("." * node.level + (node.module or ""))  # unreadable: a violation
+        elif isinstance(node, ast.ImportFrom) and node.module:
             names.append(node.module)
             names.extend(f"{node.module}.{alias.name}" for alias in node.names)
     return names
@@ -57,7 +61,7 @@ def violations(layer: str) -> list[str]:
     for path in sorted(SOURCES[layer].rglob("*.py")):
         for module in imported_modules(path):
             target = layer_of(module)
-            if target is not None and target not in ALLOWED[layer]:
+            if module.startswith(".") or (target is not None and target not in ALLOWED[layer]):
                 found.append(f"{path.relative_to(ROOT)} imports {module}")
     return found
 
@@ -99,3 +103,26 @@ def test_the_contract_sees_a_violation(tmp_path: Path) -> None:
     targets = {layer_of(m) for m in imported_modules(offender)} - {None}
     assert targets == {"worker", "cli"}
     assert not targets <= ALLOWED["api"]
+    relative = tmp_path / "relative.py"
+    relative.write_text("from ..worker import runner\n")
+    assert imported_modules(relative) == ["..worker"]  # counted as a violation
+
+
+def test_a_checkout_without_its_links_fails_loudly(tmp_path: Path) -> None:
+    """Where links are not links (a Windows checkout), importing says why at once."""
+    package = tmp_path / PACKAGE
+    package.mkdir()
+    (package / "__init__.py").write_text((ROOT / PACKAGE / "__init__.py").read_text())
+    for layer in ("api", "worker", "shared"):
+        (package / layer).write_text(f"../{layer}")  # what git writes without symlinks
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import {PACKAGE}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert probe.returncode == 1
+    assert "resnet_serve/api is not a directory" in probe.stderr
+    assert "core.symlinks" in probe.stderr
