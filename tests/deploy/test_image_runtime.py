@@ -16,7 +16,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ import httpx
 import pytest
 
 from resnet_serve.worker.model.artifacts import ModelRepository
+from tests.cluster import wait_until
 from tests.deploy.dockerfiles import Dockerfile
 from tests.deploy.tools import ROOT
 from tests.images import jpeg
@@ -91,16 +91,9 @@ def tree(directory: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def wait_for(
-    condition: object, what: str, timeout_s: float, process: subprocess.Popen[bytes], log: Path
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"{what}: process exited:\n{log.read_text()}"
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"{what} after {timeout_s} s:\n{log.read_text()}")
+def running(process: subprocess.Popen[bytes], log: Path) -> bool:
+    assert process.poll() is None, f"the process exited:\n{log.read_text()}"
+    return True
 
 
 @contextmanager
@@ -153,12 +146,11 @@ def test_cpu_worker_image_runs_offline_from_its_baked_repository(tmp_path: Path)
         assert check(worker_env) == 1  # nothing running yet: the probe fails
         command = [*CLI, *WORKER.final.exec_form("CMD")[1:]]  # the image's CMD
         with started(command, worker_env, tmp_path / "worker.log") as worker:
-            wait_for(
-                lambda: check(worker_env) == 0,
-                "worker --check healthy",
+            worker_log = tmp_path / "worker.log"
+            wait_until(
+                lambda: running(worker, worker_log) and check(worker_env) == 0,
                 180,
-                worker,
-                tmp_path / "worker.log",
+                "worker --check healthy",
             )
             # Its liveness file is under HOME_DIR, /tmp (removed again on a clean stop).
             assert list((root / "tmp" / "resnet-serve").rglob("*.heartbeat"))
@@ -185,7 +177,8 @@ def test_cpu_worker_image_runs_offline_from_its_baked_repository(tmp_path: Path)
                     except httpx.TransportError:
                         return False
 
-                wait_for(ready, "gateway ready", 60, gateway, tmp_path / "gateway.log")
+                gateway_log = tmp_path / "gateway.log"
+                wait_until(lambda: running(gateway, gateway_log) and ready(), 60, "gateway ready")
                 (listed,) = httpx.get(f"{url}/v1/models", timeout=5).json()
                 assert (listed["engine"], listed["precision"]) == served
                 answer = httpx.post(

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 
+from tests.cluster import wait_until
 from tests.installs.conftest import top_level
-from tests.installs.venvs import TIMEOUT_S, run, started, wait_answering, wait_until
+from tests.installs.venvs import TIMEOUT_S, run, started, wait_answering
 from tests.redis_server import RedisServer
 from tests.servers import Server, free_port
 
@@ -99,7 +100,7 @@ def test_api_and_jobs_worker_run_against_redis(
                 == 0
             )
 
-        wait_until(checked, "jobs-worker --check")
+        wait_until(checked, TIMEOUT_S, "jobs-worker --check")
 
 
 def test_predict_through_a_server(gateway_venv: Path, lite_server: Server, tmp_path: Path) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
+from tests.cluster import wait_until
 from tests.servers import stop_process
 
 TIMEOUT_S = 120
@@ -65,13 +66,4 @@ def wait_answering(process: subprocess.Popen[bytes], url: str) -> None:
         except httpx.TransportError:
             return False
 
-    wait_until(answering, url)
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise TimeoutError(what)
+    wait_until(answering, TIMEOUT_S, url)
