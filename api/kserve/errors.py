@@ -11,11 +11,11 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from resnet_serve.api.dependencies import gateway_of
 from resnet_serve.api.error_handlers import client_closed
+from resnet_serve.api.kserve.parsing import validation_message
 from resnet_serve.shared.errors import ServeError
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,6 @@ def error_response(
     if 400 <= status < 500 and status not in _KEPT_STATUSES:
         status = 400
     return JSONResponse({"error": message}, status, headers=headers)
-
-
-def validation_message(exc: RequestValidationError | ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "path"))
-        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
-    return "; ".join(parts) or "invalid request"
 
 
 class KServeRoute(APIRoute):

@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from resnet_serve.api.kserve.schemas import InferenceRequest
@@ -84,7 +85,8 @@ def _parse_and_trim(header: bytes, limits: ParseLimits) -> Parsed:
         malloc.trim()
 
 
-def validation_message(exc: ValidationError) -> str:
+def validation_message(exc: ValidationError | RequestValidationError) -> str:
+    """pydantic's errors in one line, without FastAPI's `body`/`path` location prefixes."""
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "path"))
