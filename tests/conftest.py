@@ -1,15 +1,63 @@
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.redis_server import RedisServer, run_redis
 from tests.servers import Server, export_artifact, resnet_serve, run_server, server_env
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+SESSION_STARTED = time.time()
+LEFTOVER_GRACE_S = 15.0
+
+
+def leftover_processes() -> list[psutil.Process]:
+    """What the suite started and did not end: children of this process still running,
+    and orphans (adopted by PID 1) of this session that run this interpreter."""
+    me = psutil.Process()
+    found = {p.pid: p for p in me.children(recursive=True)}
+    python = os.path.realpath(sys.executable)
+    for process in psutil.process_iter(["ppid", "create_time", "exe"]):
+        info = process.info
+        orphan = info["ppid"] == 1 and (info["create_time"] or 0) >= SESSION_STARTED
+        if orphan and info["exe"] and os.path.realpath(info["exe"]) == python:
+            found[process.pid] = process
+    return [p for p in found.values() if _alive(p)]
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _command(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())[:200]
+    except psutil.Error:
+        return "(gone)"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A process the suite leaves behind fails the run: on a shared machine it would run
+    for good (and a server's helpers outliving it is a bug users would meet too)."""
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    left = leftover_processes()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = leftover_processes()
+    if left:
+        lines = [f"  {p.pid}: {_command(p)}" for p in left]
+        print("\nprocesses the test session left running:\n" + "\n".join(lines))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from resnet_serve.api.kserve.schemas import InferenceRequest
 from resnet_serve.api.kserve.tensors import Converted, convert_json_data
+from resnet_serve.shared.children import die_with_parent
 from resnet_serve.shared.errors import InvalidTensor, PayloadTooLarge, QueueFull
 
 INLINE_HEADER_BYTES = 256 * 1024
@@ -116,8 +117,11 @@ class HeaderParser:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn: the gateway has threads (decode pool, Redis); forking it is unsafe.
+            # Started from the event loop's thread, which lives as long as the gateway.
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self._processes, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                self._processes, mp_context=context, initializer=die_with_parent
+            )
         return self._pool
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from rich.console import Console
 
+from resnet_serve.shared.children import die_with_parent
 from resnet_serve.shared.settings import Settings
 from resnet_serve.worker.engines.choice import EngineChoice
 from resnet_serve.worker.model.artifacts import Manifest, ModelRepository, Selection
@@ -23,7 +24,8 @@ def in_child(function: Callable[..., T], *args: object, timeout_s: float | None 
     """`function(*args)` in a freshly spawned interpreter; its errors are raised here,
     and past `timeout_s` the child is killed and TimeoutError raised."""
     context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
+    # The caller's thread waits for the child, so the child never outlives its starter.
+    with context.Pool(1, initializer=die_with_parent) as pool:
         return pool.apply_async(function, args).get(timeout_s)  # the with-exit terminates
 
 
