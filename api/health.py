@@ -13,8 +13,14 @@ from redis.exceptions import RedisError
 from resnet_serve.api.bulk.store import BulkStore
 from resnet_serve.api.dependencies import ClassifierDep, GatewayDep
 from resnet_serve.api.pipeline.classifier import Classifier
-from resnet_serve.api.pipeline.schemas import ERROR_RESPONSES, HealthResponse, ModelOut
+from resnet_serve.api.pipeline.schemas import (
+    ERROR_RESPONSES,
+    HealthResponse,
+    ModelOut,
+    WorkerOut,
+)
 from resnet_serve.shared.errors import error_body
+from resnet_serve.shared.jobs import WorkerInfo
 from resnet_serve.shared.logs import request_id_var
 from resnet_serve.shared.metrics import Metrics
 
@@ -38,9 +44,14 @@ def _models(classifier: Classifier) -> list[ModelOut]:
             accuracy_gate_passed=m.accuracy_gate_passed,
             top1_drop_pt=m.top1_drop_pt,
             top1_drop_bound_pt=m.top1_drop_bound_pt,
+            workers=workers_out(classifier.broker.workers(m.name)),
         )
         for m in classifier.broker.models().values()
     ]
+
+
+def workers_out(workers: list[WorkerInfo]) -> list[WorkerOut]:
+    return [WorkerOut.model_validate(w, from_attributes=True) for w in workers]
 
 
 @router.get(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from resnet_serve.shared.errors import ServeError
-from resnet_serve.shared.jobs import Job, ModelInfo, Result
+from resnet_serve.shared.jobs import Job, ModelInfo, Result, WorkerInfo
 
 
 @dataclass(slots=True)
@@ -38,6 +38,9 @@ class Broker(Protocol):
 
     def models(self) -> Mapping[str, ModelInfo]:
         """The models this broker can serve, by name."""
+
+    def workers(self, model: str) -> list[WorkerInfo]:
+        """The live workers serving `model`, as each announces itself."""
 
     def saturated(self) -> bool:
         """True when it is already known that no request could be admitted now (the

@@ -40,3 +40,15 @@ def usable_cpus(root: Path = _CGROUP) -> int:
 def thread_count(requested: int) -> int:
     """A thread-count setting: 0 means one thread per usable core."""
     return requested or usable_cpus()
+
+
+def cpu_model_name() -> str:
+    """This CPU's model name, as /proc/cpuinfo gives it ("unknown" elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return "unknown"

@@ -87,6 +87,13 @@ class BrokerUnavailable(ServeError):
     status, code = 503, "broker_unavailable"
 
 
+class NoWorkers(ServeError):
+    """Distributed mode: no live worker serves the model (none started, or the last one
+    stopped); a scale-from-zero wait, where set, has passed."""
+
+    status, code = 503, "no_workers"
+
+
 class DeadlineExceeded(ServeError):
     status, code = 504, "deadline_exceeded"
 

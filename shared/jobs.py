@@ -54,6 +54,19 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One live worker of a model, as its heartbeat announces it: workers of one model
+    may run different engines on different CPUs."""
+
+    worker_id: str
+    version: str
+    engine: str
+    precision: str
+    images_per_s: float = 0.0
+    cpu: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ModelInfo:
     """What a gateway needs to know about a served model, engine and precision included
     (shown by /v1/models and the KServe metadata)."""

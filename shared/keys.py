@@ -43,6 +43,12 @@ class Keys:
         """List of results for one gateway instance (TTL `REPLY_TTL_S`, refreshed per push)."""
         return f"{self.namespace}:reply:{gateway_id}"
 
+    def models(self) -> str:
+        """Sorted set: model -> when the last registration of a worker serving it lapses
+        (ms, Redis clock). Gateways serve the models live workers announce here beside
+        their configured ones; lapsed members are pruned by gateways."""
+        return f"{self.namespace}:models"
+
     def model_info(self, model: str) -> str:
         """JSON description of a served model (TTL `MODEL_INFO_TTL_S`)."""
         return f"{self.namespace}:model:{model}"

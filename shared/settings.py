@@ -170,6 +170,12 @@ class Settings(BaseSettings):
     queue_latency_objective_s: float = Field(
         1.0, gt=0, description="Queue wait the workers_needed signal sizes the pool for"
     )
+    scale_from_zero_wait_s: float = Field(
+        0.0,
+        ge=0,
+        description="Gateway: how long a request for a model no live worker serves waits "
+        "for one to start (KEDA scaling from zero) before 503 no_workers; 0 answers at once",
+    )
 
     # Bulk jobs (POST /v1/jobs, distributed mode): uploads wait in Redis, never on disk
     max_bulk_images: int = Field(1000, ge=1, description="Images per bulk job")

@@ -17,19 +17,22 @@ from resnet_serve.shared.jobs import Result
 class Waiters:
     def __init__(self) -> None:
         self._futures: dict[str, asyncio.Future[Result]] = {}
+        self._groups: dict[str, str] = {}  # key -> its group (the job's model)
 
     def __len__(self) -> int:
         return len(self._futures)
 
     @contextmanager
-    def waiting(self, key: str) -> Iterator[asyncio.Future[Result]]:
+    def waiting(self, key: str, group: str = "") -> Iterator[asyncio.Future[Result]]:
         """A future for `key`'s outcome, registered while the block runs."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._futures[key] = future
+        self._groups[key] = group
         try:
             yield future
         finally:
             self._futures.pop(key, None)
+            self._groups.pop(key, None)
 
     @staticmethod
     async def outcome(future: asyncio.Future[Result], deadline: float) -> Result:
@@ -49,10 +52,11 @@ class Waiters:
         else:
             future.set_result(outcome)
 
-    def fail_all(self, error: Callable[[], ServeError]) -> None:
-        """Every request still waiting gets `error()` now, not at its deadline."""
-        for future in self._futures.values():
-            if not future.done():
+    def fail_all(self, error: Callable[[], ServeError], group: str | None = None) -> None:
+        """Every request still waiting (in `group`, when given) gets `error()` now, not
+        at its deadline."""
+        for key, future in self._futures.items():
+            if not future.done() and group in (None, self._groups.get(key)):
                 future.set_exception(error())
 
     async def drain(self, timeout_s: float) -> None:

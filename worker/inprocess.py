@@ -10,13 +10,14 @@ import threading
 from collections.abc import Callable, Mapping
 
 from resnet_serve.shared.broker import Reservation
+from resnet_serve.shared.cpus import cpu_model_name
 from resnet_serve.shared.errors import (
     NotReady,
     QueueFull,
     ServeError,
     UnknownModel,
 )
-from resnet_serve.shared.jobs import Job, ModelInfo, Result
+from resnet_serve.shared.jobs import Job, ModelInfo, Result, WorkerInfo
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
 from resnet_serve.shared.waiters import Waiters
@@ -103,6 +104,18 @@ class InProcessBroker:
 
     def models(self) -> Mapping[str, ModelInfo]:
         return {self._model.manifest.name: self._model.info} if self._model else {}
+
+    def workers(self, model: str) -> list[WorkerInfo]:
+        """This process, once its model is loaded."""
+        if self._model is None or model != self._model.manifest.name:
+            return []
+        info = self._model.info
+        rate = self._runner.images_per_s if self._runner else 0.0
+        return [
+            WorkerInfo(
+                "standalone", info.version, info.engine, info.precision, rate, cpu_model_name()
+            )
+        ]
 
     def saturated(self) -> bool:
         return self._queue.qsize() + self._reserved >= self.settings.max_queue

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
+from resnet_serve.shared.cpus import cpu_model_name
 from resnet_serve.worker.watchdog import inference_limit_s
 
 if TYPE_CHECKING:
@@ -48,15 +49,22 @@ def progressing(worker: RedisWorker) -> bool:
 
 async def heartbeat(worker: RedisWorker) -> None:
     interval = worker.settings.heartbeat_interval_s
+    info, cpu = worker.model.info, cpu_model_name()
     while True:
+        # What gateways show of this worker (/v1/models): one model's workers may run
+        # different engines on different CPUs.
         stats = {
             "worker": worker.worker_id,
             "images_per_s": worker.runner.images_per_s,
             "batches": worker.answering.batches,
             "max_batch": worker.settings.max_batch,
+            "version": info.version,
+            "engine": info.engine,
+            "precision": info.precision,
+            "cpu": cpu,
         }
         try:
-            await worker.registration.register(stats, worker.model.info, 3 * interval)
+            await worker.registration.register(stats, info, 3 * interval)
         except RedisError as exc:
             log.debug("heartbeat not written to Redis: %r", exc)
         # Local liveness is progress, whether or not Redis is up: a Redis outage must

@@ -12,8 +12,8 @@ from resnet_serve.shared import keys as k
 from resnet_serve.shared.jobs import ModelInfo
 from resnet_serve.shared.wire import encode_model_info
 
-# KEYS registry, stats, model description; ARGV worker id, stats JSON,
-# lapse ms, model description, its TTL s. Scores are on Redis's clock, so gateways and
+# KEYS registry, stats, model description, models; ARGV worker id, stats JSON,
+# lapse ms, model description, its TTL s, model. Scores are on Redis's clock, so gateways and
 # workers on hosts with different clocks agree on who is alive. Returns Redis's time.
 REGISTER = """
 local now = redis.call('TIME')
@@ -23,6 +23,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
+redis.call('ZADD', KEYS[4], 'GT', ms + tonumber(ARGV[3]), ARGV[6])
 return now
 """
 
@@ -39,7 +40,9 @@ class Registration:
             keys.worker_registry(model),
             keys.worker_stats(model),
             keys.model_info(model),
+            keys.models(),
         ]
+        self.model = model
         self._register = client.register_script(REGISTER)
         self._unregister = client.register_script(UNREGISTER)
         # Redis's clock minus this host's (s), measured at each heartbeat.
@@ -55,6 +58,7 @@ class Registration:
                 int(lapse_s * 1000),
                 encode_model_info(info),
                 k.MODEL_INFO_TTL_S,
+                self.model,
             ],
         )
         received = time.time()

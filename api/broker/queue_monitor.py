@@ -11,17 +11,17 @@ No keyspace scans: per model, one script reads the stream and the worker registr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import cast
 
 from redis.asyncio import Redis
 
 from resnet_serve.shared import keys as k
-from resnet_serve.shared.jobs import ModelInfo
+from resnet_serve.shared.jobs import ModelInfo, WorkerInfo
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
 from resnet_serve.shared.supervise import LoopHealth, reconnecting
@@ -61,6 +61,15 @@ return {length, pending, oldest, added, redis.call('XLEN', KEYS[2]), now[1], now
 """
 
 
+# KEYS models. Prunes the models whose last worker's registration lapsed; returns the rest.
+ANNOUNCED = """
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+
 # Until a worker describes a model, a gateway assumes the ImageNet recipe every built-in
 # model uses (resize 256, crop 224, 1000 classes).
 def configured_model(name: str) -> ModelInfo:
@@ -82,6 +91,7 @@ class QueueState:
     depth: int = 0
     in_flight: int = 0
     workers: int = 0
+    live: list[WorkerInfo] = field(default_factory=list)  # as their heartbeats announce
     capacity_per_s: float = 0.0  # images/s summed over live workers
     arrivals_per_s: float = 0.0
     added: int = 0
@@ -93,11 +103,17 @@ class QueueMonitor:
         self.settings = settings
         self.metrics = metrics
         self.keys = k.Keys(settings.redis_namespace)
+        # Configured models are served whatever Redis says (scale to zero, a flush);
+        # models live workers announce are served while one lives.
+        self.configured = set(settings.served_models)
         self.models = {name: configured_model(name) for name in settings.served_models}
+        # Called with a model each round no live worker serves it.
+        self.on_no_workers: Callable[[str], None] = lambda model: None
         # Beats after each full round; stale after a few missed ones.
         self.health = LoopHealth(stale_after_s=3 * INTERVAL_S + 2)
         self._client = client
         self._probe = client.register_script(PROBE)
+        self._announced = client.register_script(ANNOUNCED)
         self._queues: dict[str, QueueState] = {}
 
     def retry_after_s(self, model: str) -> float:
@@ -113,10 +129,29 @@ class QueueMonitor:
         await self._observe()
         await asyncio.sleep(INTERVAL_S)
 
+    def workers_of(self, model: str) -> list[WorkerInfo]:
+        state = self._queues.get(model)
+        return list(state.live) if state else []
+
+    def has_workers(self, model: str) -> bool | None:
+        """Whether a live worker serves `model`; None before the first observation."""
+        state = self._queues.get(model)
+        return None if state is None or not state.seen_at else state.workers > 0
+
     async def _observe(self) -> None:
+        announced = {m.decode() for m in await self._announced(keys=[self.keys.models()])}
+        for name in announced - set(self.models):
+            self.models[name] = configured_model(name)
+            log.info("serving %s: a worker announced it", name)
+        for name in set(self.models) - announced - self.configured:
+            del self.models[name]
+            self._queues.pop(name, None)
+            log.info("no longer serving %s: its last worker is gone", name)
         for name in list(self.models):
             await self._describe(name)
             await self._observe_queue(name)
+            if not self._queues[name].workers:
+                self.on_no_workers(name)
 
     async def _describe(self, model: str) -> None:
         data = cast(bytes | None, await self._client.get(self.keys.model_info(model)))
@@ -161,14 +196,9 @@ class QueueMonitor:
 
     @staticmethod
     def _observe_workers(beats: list[bytes | None], state: QueueState) -> None:
-        rates = []
-        for beat in beats:
-            if beat is None:
-                continue  # registered without stats: counted once they come
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                rates.append(float(json.loads(beat)["images_per_s"]))
-        state.workers = len(rates)
-        state.capacity_per_s = sum(rates)
+        state.live = [w for w in map(_worker_info, beats) if w is not None]
+        state.workers = len(state.live)
+        state.capacity_per_s = sum(w.images_per_s for w in state.live)
 
     def _workers_needed(self, state: QueueState) -> int:
         """Workers to keep up with arrivals plus drain the backlog within the objective."""
@@ -181,3 +211,21 @@ class QueueMonitor:
         drain_s = self.settings.queue_latency_objective_s
         needed = state.arrivals_per_s / per_worker + backlog / (per_worker * drain_s)
         return max(1, math.ceil(needed))
+
+
+def _worker_info(beat: bytes | None) -> WorkerInfo | None:
+    """A live worker from its heartbeat; None for one registered without stats yet."""
+    if beat is None:
+        return None
+    try:
+        stats = json.loads(beat)
+        return WorkerInfo(
+            worker_id=str(stats["worker"]),
+            version=str(stats.get("version", "unknown")),
+            engine=str(stats.get("engine", "unknown")),
+            precision=str(stats.get("precision", "unknown")),
+            images_per_s=float(stats["images_per_s"]),
+            cpu=str(stats.get("cpu", "")),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -34,11 +34,12 @@ from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import (
     BrokerUnavailable,
     NotReady,
+    NoWorkers,
     QueueFull,
     ServeError,
     UnknownModel,
 )
-from resnet_serve.shared.jobs import Job, ModelInfo, Result
+from resnet_serve.shared.jobs import Job, ModelInfo, Result, WorkerInfo
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.redis_client import redacted, redis_client
 from resnet_serve.shared.settings import Settings
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REPLY_BLOCK_S = 1.0
+WORKER_POLL_S = 0.1  # how often a request waiting for a first worker looks again
+NO_WORKERS_RETRY_S = 5.0
 # After the reservation script says "full", the gateway refuses that model's uploads
 # before reading them for this long, then asks Redis again: under overload most refusals
 # then cost no body read and no round trip, and a queue that drains is seen within 50 ms.
@@ -79,6 +82,11 @@ class RedisBroker:
         self._waiters = Waiters()
         self._full_until: dict[str, float] = {}  # model -> until when "full" is known
         self.monitor = QueueMonitor(settings, metrics, self._client)
+        # Requests waiting when a model's last worker is gone hear so now, not at their
+        # deadline (within a registration TTL plus one monitor round).
+        self.monitor.on_no_workers = lambda model: self._waiters.fail_all(
+            lambda: self._no_workers(model), group=model
+        )
         self.probe = RedisProbe(settings, self._fail_in_flight)
         # The dispatcher beats after every read (at least every REPLY_BLOCK_S).
         self.replies = LoopHealth(stale_after_s=REPLY_BLOCK_S + 4)
@@ -118,6 +126,25 @@ class RedisBroker:
     def models(self) -> Mapping[str, ModelInfo]:
         return self.monitor.models
 
+    def workers(self, model: str) -> list[WorkerInfo]:
+        return self.monitor.workers_of(model)
+
+    async def _a_worker(self, model: str) -> None:
+        """Return once a live worker serves `model` (or none was observed yet); else,
+        after the scale-from-zero wait, NoWorkers."""
+        deadline = time.monotonic() + self.settings.scale_from_zero_wait_s
+        while self.monitor.has_workers(model) is False:
+            if time.monotonic() >= deadline:
+                raise self._no_workers(model)
+            await asyncio.sleep(WORKER_POLL_S)
+
+    def _no_workers(self, model: str) -> NoWorkers:
+        wait = self.settings.scale_from_zero_wait_s
+        waited = f" after waiting {wait:g} s for one to start" if wait else ""
+        return NoWorkers(
+            f"no worker serves {model!r} now{waited}", retry_after_s=NO_WORKERS_RETRY_S
+        )
+
     def saturated(self) -> bool:
         """Only the reservation script knows, across gateways; what this gateway knows
         is that it said "full" for the default model under `FULL_KNOWN_S` ago."""
@@ -135,6 +162,7 @@ class RedisBroker:
             raise self.not_ready_error()
         if model not in self.monitor.models:
             raise UnknownModel(f"model {model!r} is not served here")
+        await self._a_worker(model)
         prefix = f"{self.gateway_id}:{uuid.uuid4().hex[:12]}:"
         # A place lives as long as the request may (decode included), then lapses.
         ttl_ms = int(self.settings.request_timeout_s * 1000)
@@ -173,7 +201,7 @@ class RedisBroker:
         if job.model not in self.monitor.models:
             raise UnknownModel(f"model {job.model!r} is not served here")
         # Registered before the job is visible to any worker, so no reply can be missed.
-        with self._waiters.waiting(job.job_id) as future:
+        with self._waiters.waiting(job.job_id, group=job.model) as future:
             fields = encode_job(job, self.reply_to)
             try:
                 entry = await self._unless_lost(

@@ -31,6 +31,7 @@ from resnet_serve.shared.errors import (
     DeadlineExceeded,
     JobTimeout,
     NotReady,
+    NoWorkers,
     QueueFull,
     ServeError,
     UnknownModel,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 # Worth trying again: the queue is busy or briefly unreachable. Anything else (a bad
 # image, an engine failure already retried by the worker) is the image's answer.
-TRANSIENT = (QueueFull, NotReady, BrokerUnavailable, DeadlineExceeded)
+TRANSIENT = (QueueFull, NotReady, BrokerUnavailable, DeadlineExceeded, NoWorkers)
 SUBMIT_ATTEMPTS = 8
 SUBMIT_WITHIN_S = 300.0
 MODEL_POLL_S = 0.5

@@ -12,10 +12,12 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import Match
 
 from resnet_serve.api.dependencies import gateway_of
+from resnet_serve.api.health import workers_out
 from resnet_serve.api.kserve import inference
 from resnet_serve.api.kserve.codec import BinaryData, encode_response, inflate, split
 from resnet_serve.api.kserve.errors import KServeRoute, error_response
@@ -96,12 +98,22 @@ async def server_ready(request: Request) -> ServerReady:
     return ServerReady(ready=True)
 
 
-def _ready(request: Request, name: str, version: str | None) -> ModelReady:
+def _ready(request: Request, name: str, version: str | None) -> Response:
+    """200 and ready while a live worker serves the model; 503 and not ready otherwise
+    (Triton's clients read any other status as not ready)."""
     info = _model(request, name, version)
     broker = _classifier(request).broker
     if not broker.ready():
         raise broker.not_ready_error()
-    return ModelReady(name=info.name, ready=True)
+    ready = bool(broker.workers(info.name))
+    body = ModelReady(name=info.name, ready=ready).model_dump()
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def _metadata(request: Request, name: str, version: str | None) -> ModelMetadata:
+    info = _model(request, name, version)
+    workers = workers_out(_classifier(request).broker.workers(info.name))
+    return inference.metadata(info).model_copy(update={"workers": workers})
 
 
 _MODEL_ERRORS = {status: ERRORS[status] for status in (404, 503, "4XX")}
@@ -112,7 +124,7 @@ _READY: dict[str, Any] = {"response_model": ModelReady, "responses": _MODEL_ERRO
 @router.get("/models/{model_name}", summary="Model metadata", **_METADATA)
 async def model_metadata(request: Request, model_name: ModelName) -> ModelMetadata:
     """The model's input and output tensors: names, datatypes and shapes."""
-    return inference.metadata(_model(request, model_name, None))
+    return _metadata(request, model_name, None)
 
 
 @router.get(
@@ -122,11 +134,11 @@ async def model_version_metadata(
     request: Request, model_name: ModelName, version: Version
 ) -> ModelMetadata:
     """The metadata of one version of the model."""
-    return inference.metadata(_model(request, model_name, version))
+    return _metadata(request, model_name, version)
 
 
 @router.get("/models/{model_name}/ready", summary="Model ready", **_READY)
-async def model_ready(request: Request, model_name: ModelName) -> ModelReady:
+async def model_ready(request: Request, model_name: ModelName) -> Response:
     """200 when the model is ready for inference; 503 while it loads."""
     return _ready(request, model_name, None)
 
@@ -136,7 +148,7 @@ async def model_ready(request: Request, model_name: ModelName) -> ModelReady:
 )
 async def model_version_ready(
     request: Request, model_name: ModelName, version: Version
-) -> ModelReady:
+) -> Response:
     """200 when this version of the model is ready for inference."""
     return _ready(request, model_name, version)
 

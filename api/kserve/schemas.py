@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from resnet_serve.api.pipeline.schemas import WorkerOut
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 # The specification allows string, number or boolean values; bool comes first so that
@@ -89,6 +91,7 @@ class ModelMetadata(BaseModel):
     top1_drop_bound_pt: float | None = Field(
         None, description="Its one-sided 95% upper bound (bootstrapped by photo)"
     )
+    workers: list[WorkerOut] = Field(default_factory=list, description="Its live workers")
 
 
 class ServerLive(BaseModel):

@@ -89,6 +89,17 @@ class BatchResponse(BaseModel):
     results: list[BatchItem] = Field(description="One per uploaded file, in order")
 
 
+class WorkerOut(BaseModel):
+    """One live worker of a model, as it announces itself."""
+
+    worker_id: str = Field(examples=["gpu-node-3-4711"])
+    version: str = Field(examples=["1"])
+    engine: str = Field(examples=["openvino"])
+    precision: str = Field(examples=["int8"])
+    images_per_s: float = Field(description="Its measured throughput", examples=[180.5])
+    cpu: str = Field("", description="Its CPU's model name", examples=["AMD EPYC"])
+
+
 class ModelOut(BaseModel):
     name: str = Field(examples=["resnet18"])
     version: str = Field(examples=["1"])
@@ -124,6 +135,11 @@ class ModelOut(BaseModel):
         description="One-sided 95% upper bound of top1_drop_pt, bootstrapped by photo; "
         "the gate passes when it is at most max_accuracy_drop_pt",
         examples=[0.31],
+    )
+    workers: list[WorkerOut] = Field(
+        default_factory=list,
+        description="Its live workers (distributed: each worker as its heartbeat says; "
+        "standalone: this process). None: requests get 503 no_workers",
     )
 
 
