@@ -45,10 +45,10 @@ def _pid_alive(path: Path) -> bool:
     return True
 
 
-def _files(settings: Settings) -> list[Path]:
+def _files(settings: Settings, any_model: bool) -> list[Path]:
     if settings.worker_id:
         return [liveness_file(settings, settings.worker_id)]
-    files = settings.run_dir.glob(f"worker-{settings.model}-*.heartbeat")
+    files = settings.run_dir.glob(f"worker-{'*' if any_model else settings.model}-*.heartbeat")
     return [p for p in files if _pid_alive(p)]
 
 
@@ -59,19 +59,27 @@ def _age_s(path: Path) -> float:
         return float("inf")
 
 
-def workers_live(settings: Settings) -> bool:
+def workers_live(settings: Settings, any_model: bool = False) -> bool:
     """For `worker --check`: with `worker_id`, that worker's file is fresh; without, at
-    least one worker of this model runs here and every running one is fresh."""
-    files = _files(settings)
+    least one worker (of this model, or of any with `any_model`) runs here and every
+    running one is fresh."""
+    files = _files(settings, any_model)
     return bool(files) and all(_age_s(p) < max_age_s(settings) for p in files)
 
 
-def why_not_live(settings: Settings) -> str:
+def live_summary(settings: Settings, any_model: bool = False) -> str:
+    """What `worker --check` prints when it passes: which workers, how fresh."""
+    files = sorted(_files(settings, any_model))
+    return "live: " + ", ".join(f"{p.stem} ({_age_s(p):.0f} s ago)" for p in files)
+
+
+def why_not_live(settings: Settings, any_model: bool = False) -> str:
     """Why `worker --check` fails, for the person reading the probe's output."""
-    files = _files(settings)
+    files = _files(settings, any_model)
     if not files or all(_age_s(p) == float("inf") for p in files):
+        which = "of any model" if any_model else f"for model {settings.model!r}"
         return (
-            f"no live worker for model {settings.model!r} runs with this home directory "
+            f"no live worker {which} runs with this home directory "
             f"({settings.run_dir}; check the worker's own --model, --worker-id and "
             "RESNET_SERVE_HOME_DIR)"
         )

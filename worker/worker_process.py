@@ -27,6 +27,7 @@ async def serve_worker(settings: Settings) -> None:
     metrics = Metrics(roles=(WORKER,))
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, settings.host, metrics.registry)
+        log.info("metrics on http://%s:%d/metrics", settings.host, settings.worker_metrics_port)
     model = await asyncio.to_thread(load_model, settings)
     settings = model.fitted(settings)  # warm-up may lower max_batch
     refusal = check_batch_time(settings, model.max_batch_s)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,7 +25,7 @@ from resnet_serve.cli.common import (
     fail,
     settings_from,
 )
-from resnet_serve.shared.settings import Settings
+from resnet_serve.shared.settings import ENV_PREFIX, Settings
 
 if TYPE_CHECKING:
     from resnet_serve.shared.broker import Broker
@@ -117,8 +118,16 @@ def worker(
     redis_url: RedisUrl = None,
     worker_id: Annotated[str | None, typer.Option(help="Consumer name (default host-pid)")] = None,
     check: Annotated[
-        bool, typer.Option("--check", help="Exit 0 if this worker's heartbeat is fresh, else 1")
+        bool,
+        typer.Option(
+            "--check",
+            help="Exit 0 if the workers on this host (of --model, when given) made "
+            "progress lately, else 1",
+        ),
     ] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus port (default 8002; 0: none)")
+    ] = None,
 ) -> None:
     """Distributed mode, worker: take jobs from Redis in batches, run the engine, reply."""
     settings = settings_from(
@@ -131,13 +140,17 @@ def worker(
         max_batch_wait_ms=max_batch_wait_ms,
         redis_url=redis_url,
         worker_id=worker_id,
+        worker_metrics_port=metrics_port,
     )
     if check:
-        from resnet_serve.worker.liveness import why_not_live, workers_live
+        from resnet_serve.worker.liveness import live_summary, why_not_live, workers_live
 
-        if workers_live(settings):
+        # Without --model (flag or environment), any worker on this host will do.
+        any_model = model is None and f"{ENV_PREFIX}MODEL" not in os.environ
+        if workers_live(settings, any_model):
+            typer.echo(live_summary(settings, any_model))
             raise typer.Exit(0)
-        fail(why_not_live(settings), code=1)
+        fail(why_not_live(settings, any_model), code=1)
     from resnet_serve.worker.engines.registry import serves_without_artifact
     from resnet_serve.worker.failures import WorkerFailed
     from resnet_serve.worker.worker_process import serve_worker

@@ -6,6 +6,8 @@ scale-from-zero wait, and to requests already waiting when its last worker goes.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +16,7 @@ import httpx
 
 from tests.cluster import MODEL, classify, fault_settings, gateway, images, wait_until, workers
 from tests.redis_server import RedisServer
+from tests.servers import server_env
 
 OTHER = "efficientnet_lite0"  # announced by a worker, never configured on the gateway
 
@@ -98,3 +101,21 @@ def test_requests_waiting_when_the_last_worker_goes_hear_no_workers(
             frozen.process.send_signal(signal.SIGCONT)
         assert [a.json()["error"]["code"] for a in answers] == ["no_workers"] * 4
         assert took < 12, took
+
+
+def test_worker_check_without_a_model_passes_for_any_worker_here_and_says_which(
+    home: Path, logs: Path, redis_server: RedisServer
+) -> None:
+    settings = fault_settings(20, heartbeat_interval_s="0.5")
+    env = server_env(home, redis_url=redis_server.url, **settings)
+    check = [sys.executable, "-m", "resnet_serve", "worker", "--check"]
+    with workers(home, logs, redis_server, "lite", model=OTHER, **settings) as (lite,):
+        wait_until(lambda: "metrics on http://" in lite.log(), 10, "the metrics port logged")
+        passed = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
+        assert passed.returncode == 0, passed.stderr
+        assert f"live: worker-{OTHER}-lite (" in passed.stdout
+        other = subprocess.run(
+            [*check, "--model", MODEL], env=env, capture_output=True, text=True, check=False
+        )
+        assert other.returncode == 1
+        assert f"no live worker for model {MODEL!r}" in other.stderr
