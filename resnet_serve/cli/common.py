@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -95,6 +96,16 @@ _WHY = {
 }
 _RUNTIMES = {"onnxruntime": "onnxruntime", "torchscript": "torch", "openvino": "openvino"}
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def runs_models() -> bool:
+    """This install has an engine runtime (the gateway install has none)."""
+    return any(importlib.util.find_spec(module) for module in _RUNTIMES.values())
+
+
+def builds_artifacts() -> bool:
+    """This install can build artifacts (the `export` extra: torch)."""
+    return importlib.util.find_spec("torch") is not None
 
 
 def missing_extra_message(module: str) -> str | None:

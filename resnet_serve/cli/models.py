@@ -17,6 +17,7 @@ from resnet_serve.cli.common import (
     Repo,
     Weights,
     build_or_exit,
+    builds_artifacts,
     err,
     fail,
     settings_from,
@@ -125,8 +126,14 @@ def models(model_repository: Repo = None) -> None:
                 )
                 threads = manifest.selection.threads
                 console.print(f"    measured on {cpu.model_name}, {threads} threads", markup=False)
-    if not found:
+    if not found and builds_artifacts():
         console.print("  none yet: `resnet-serve export` or the first `serve` builds one")
+    elif not found:
+        console.print(
+            "  none yet, and this install cannot build one (no torch): copy a model "
+            "repository built by `resnet-serve export` on a full install here",
+            markup=False,
+        )
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -19,6 +19,7 @@ from resnet_serve.cli.common import (
     Weights,
     build_or_exit,
     fail,
+    runs_models,
     settings_from,
 )
 from resnet_serve.shared.logs import configure_logging
@@ -66,6 +67,12 @@ def predict(
 
 
 def _predict_local(settings: Settings, images: list[Path], top_k: int, table: Table) -> bool:
+    if not runs_models():
+        fail(
+            "this install runs no model (a gateway install): classify through a running "
+            "server with `resnet-serve predict --url http://HOST:8000 IMAGE...`, or install "
+            "the 'cpu-worker' extra to run one here: pip install 'resnet-serve[cpu-worker]'"
+        )
     build_or_exit(settings)
     import numpy as np
 

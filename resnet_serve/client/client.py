@@ -15,6 +15,7 @@ Retries, from two places on purpose:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from resnet_serve.client.retry import DEFAULT_RETRY, RetryPolicy
 Image = bytes | str | os.PathLike[str]
 T = TypeVar("T")
 _MODELS = TypeAdapter(list[ModelSummary])
+log = logging.getLogger(__name__)
+_warned: set[tuple[str, str]] = set()  # (model, version): random weights said once
 _ITEMS = TypeAdapter(list[BatchItem])
 
 
@@ -61,11 +64,23 @@ def _params(top_k: int, model: str | None) -> dict[str, Any]:
     return {"top_k": top_k} | ({"model": model} if model else {})
 
 
+def _classification(response: httpx.Response) -> Classification:
+    result = Classification.model_validate_json(response.content)
+    if result.weights == "random" and (result.model, result.version) not in _warned:
+        _warned.add((result.model, result.version))
+        log.warning(
+            "%s version %s was built from RANDOM weights: its predictions are meaningless",
+            result.model,
+            result.version,
+        )
+    return result
+
+
 def _classify(image: Image, top_k: int, model: str | None) -> _Call[Classification]:
     return _Call(
         "POST",
         "/v1/classify",
-        lambda response: Classification.model_validate_json(response.content),
+        _classification,
         {
             "params": _params(top_k, model),
             "content": _read(image)[1],

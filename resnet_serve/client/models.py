@@ -7,6 +7,8 @@ cannot drift apart unnoticed.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import httpx
 from pydantic import BaseModel, ConfigDict
 
@@ -37,6 +39,9 @@ class Classification(_Body):
     timings: Timings
     batch_size: int
     cached: bool
+    # "random": the server's model was built from random weights, for plumbing and
+    # benchmarks only; its predictions mean nothing.
+    weights: Literal["pretrained", "random"] = "pretrained"
 
 
 class ErrorInfo(_Body):
@@ -51,12 +56,21 @@ class BatchItem(_Body):
     error: ErrorInfo | None = None
 
 
+class WorkerSummary(_Body):
+    worker_id: str
+    engine: str
+    precision: str
+    images_per_s: float
+
+
 class ModelSummary(_Body):
     name: str
     version: str
     engine: str
     precision: str
     input_size: int
+    weights: Literal["pretrained", "random"] = "pretrained"
+    workers: list[WorkerSummary] = []
 
 
 class Health(_Body):

@@ -40,9 +40,23 @@ def test_sync_client_classifies_like_the_raw_api(lite_server: Server, tmp_path: 
         assert items[0].result.predictions == result.predictions[:2]
         assert items[1].error is not None
         assert items[1].error.code == "not_an_image"
-        assert [m.name for m in client.models()] == ["efficientnet_lite0"]
+        assert result.weights == "pretrained"
+        (listed,) = client.models()
+        assert (listed.name, listed.weights) == ("efficientnet_lite0", "pretrained")
+        assert [w.worker_id for w in listed.workers] == ["standalone"]
         health = client.health()
         assert (health.live, health.ready) == (True, True)
+
+
+def test_random_weights_reach_the_client_and_are_warned_about_once(
+    resnet_server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Client(resnet_server.url) as client:
+        results = [client.classify(jpeg("chelsea")) for _ in range(2)]
+        assert [r.weights for r in results] == ["random", "random"]
+        assert client.models()[0].weights == "random"
+    warnings = [r for r in caplog.records if "RANDOM weights" in r.getMessage()]
+    assert len(warnings) == 1
 
 
 def test_async_client(lite_server: Server) -> None:

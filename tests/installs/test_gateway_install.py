@@ -78,6 +78,7 @@ def test_help_and_models(gateway_venv: Path, tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "resnet18" in listed.stdout
     assert "efficientnet_lite0" in listed.stdout
+    assert "this install cannot build one (no torch)" in listed.stdout
     assert "Traceback" not in listed.stderr
 
 

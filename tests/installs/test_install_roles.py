@@ -45,6 +45,10 @@ def test_gateway_install_names_the_missing_extra(
         timeout=120,
     )
     assert_names_extra(result, extra)
+    if args[0] == "predict":  # and the way that works on this install
+        assert "resnet-serve predict --url http://HOST:8000" in result.stderr
+    if args[0] == "serve":  # refused before anything claims an engine
+        assert "engine:" not in result.stderr
 
 
 def test_cpu_worker_install_cannot_export(cpu_worker_venv: Path, tmp_path: Path) -> None:
