@@ -94,12 +94,15 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
         summary="ImageNet classification over REST with dynamic batching",
         version=__version__,
         lifespan=lifespan(gateway),
-        docs_url=None,  # served by api/web/docs.py from local assets
+        # /docs, /redoc and /openapi.json: api/web/docs.py, from local assets.
+        docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     app.state.gateway = gateway  # handed to handlers by api/dependencies.py
     app.include_router(v1_routes.router)
     app.include_router(health.router)
+    app.include_router(health.models_router)
     # Documented where they work; a standalone server still answers them with a 501.
     app.include_router(bulk_routes.router, include_in_schema=gateway.bulk_store is not None)
     install_docs(app)

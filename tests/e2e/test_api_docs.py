@@ -53,6 +53,7 @@ def test_swagger_ui_renders_operations_and_tries_one(page: Page, lite_server: Se
         models = page.locator(".opblock-get").filter(
             has=page.locator(".opblock-summary-path", has_text="/v1/models")
         )
+    assert models.count() == 1  # listed once, under one tag
     models.first.locator(".opblock-summary").click()
     models.first.get_by_role("button", name="Try it out").click()
     models.first.get_by_role("button", name="Execute").click()
@@ -78,7 +79,12 @@ def test_docs_assets_are_packaged_and_counted_under_their_mount(lite_server: Ser
         answer = httpx.get(f"{lite_server.url}{path}", timeout=10)
         assert answer.status_code == 200
         assert "cdn" not in answer.text
-    asset = httpx.get(f"{lite_server.url}/docs-assets/swagger-ui-bundle.js", timeout=10)
-    assert asset.status_code == 200
+    for asset in ("swagger-ui-bundle.js", "redoc.standalone.js"):
+        answer = httpx.get(f"{lite_server.url}/docs-assets/{asset}", timeout=10)
+        assert answer.status_code == 200
+        assert b"cdn.redoc.ly" not in answer.content
+    assert httpx.get(f"{lite_server.url}/openapi.json", timeout=10).status_code == 200
     metrics = httpx.get(f"{lite_server.url}/metrics", timeout=10).text
     assert 'route="/docs-assets/{path}",status="200"' in metrics
+    assert 'route="/docs-assets/redoc.standalone.js"' not in metrics
+    assert 'route="/openapi.json",status="200"' in metrics
