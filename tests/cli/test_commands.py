@@ -73,10 +73,16 @@ def test_top_level_help_lists_commands_uncut(tmp_path: Path) -> None:
     assert "--version" in result.stdout
 
 
+def test_predict_with_torchscript_prints_no_torch_warning(home: Path, image: Path) -> None:
+    result = run_cli(home, "predict", "--weights", "random", "--engine", "torchscript", str(image))
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr
+
+
 def test_worker_check_says_why_it_fails(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "worker", "--check")
     assert result.returncode == 1
-    assert "no live worker for model 'resnet18'" in result.stderr
+    assert "no live worker of any model" in result.stderr  # no --model: any worker here
     assert "RESNET_SERVE_HOME_DIR" in result.stderr
 
 

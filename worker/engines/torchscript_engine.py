@@ -29,6 +29,8 @@ class TorchScriptEngine:
         self._module = module
 
     def infer(self, images: np.ndarray) -> np.ndarray:
+        if not images.flags.writeable:  # a decoded buffer: torch warns about sharing it
+            images = images.copy()
         with torch.inference_mode():
             batch = torch.from_numpy(images).to(self.device, non_blocking=True)
             return self._module(batch).float().cpu().numpy()
