@@ -10,7 +10,7 @@ import typer
 from resnet_serve.cli import app
 from resnet_serve.shared.settings import ENV_PREFIX, Settings
 
-# The metric families the service exports (README "Deploy" lists their meaning).
+# The metric families the service exports (docs/deploy.md lists their meaning).
 GATEWAY_METRICS = {
     "resnet_serve_requests_total": "counter",
     "resnet_serve_request_duration_seconds": "histogram",
