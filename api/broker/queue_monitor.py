@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -92,6 +93,7 @@ class QueueState:
     in_flight: int = 0
     workers: int = 0
     live: list[WorkerInfo] = field(default_factory=list)  # as their heartbeats announce
+    worker_seen_at: float | None = None  # monotonic: when a live worker was last seen
     capacity_per_s: float = 0.0  # images/s summed over live workers
     arrivals_per_s: float = 0.0
     added: int = 0
@@ -134,9 +136,17 @@ class QueueMonitor:
         return list(state.live) if state else []
 
     def has_workers(self, model: str) -> bool | None:
-        """Whether a live worker serves `model`; None before the first observation."""
+        """Whether a live worker serves `model`; None before the first observation. A
+        worker seen within one registration TTL still counts: after a Redis restart,
+        workers re-register at their next heartbeat, and requests meanwhile wait."""
         state = self._queues.get(model)
-        return None if state is None or not state.seen_at else state.workers > 0
+        if state is None or not state.seen_at:
+            return None
+        if state.workers:
+            return True
+        ttl_s = 3 * self.settings.heartbeat_interval_s
+        seen = state.worker_seen_at
+        return seen is not None and time.monotonic() - seen < ttl_s
 
     async def _observe(self) -> None:
         announced = {m.decode() for m in await self._announced(keys=[self.keys.models()])}
@@ -150,7 +160,7 @@ class QueueMonitor:
         for name in list(self.models):
             await self._describe(name)
             await self._observe_queue(name)
-            if not self._queues[name].workers:
+            if self.has_workers(name) is False:
                 self.on_no_workers(name)
 
     async def _describe(self, model: str) -> None:
@@ -198,6 +208,8 @@ class QueueMonitor:
     def _observe_workers(beats: list[bytes | None], state: QueueState) -> None:
         state.live = [w for w in map(_worker_info, beats) if w is not None]
         state.workers = len(state.live)
+        if state.workers:
+            state.worker_seen_at = time.monotonic()
         state.capacity_per_s = sum(w.images_per_s for w in state.live)
 
     def _workers_needed(self, state: QueueState) -> int:
