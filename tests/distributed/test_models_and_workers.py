@@ -19,6 +19,7 @@ from tests.redis_server import RedisServer
 from tests.servers import server_env
 
 OTHER = "efficientnet_lite0"  # announced by a worker, never configured on the gateway
+LITE = ("--model", OTHER)  # the fault engine serves any name: no artifact, no weights
 
 
 def post(url: str, model: str, data: bytes, timeout_s: float = 60) -> httpx.Response:
@@ -35,7 +36,7 @@ def test_announced_models_are_served_and_workers_listed_one_by_one(
 ) -> None:
     settings = fault_settings(20, heartbeat_interval_s="0.5")
     with (
-        workers(home, logs, redis_server, "lite-a", "lite-b", model=OTHER, **settings),
+        workers(home, logs, redis_server, "lite-a", "lite-b", args=LITE, model=OTHER, **settings),
         gateway(home, logs, redis_server, **settings) as server,  # configured: resnet18
     ):
         wait_until(lambda: post(server.url, OTHER, images(1)[0]).status_code == 200, 20, OTHER)
@@ -109,7 +110,7 @@ def test_worker_check_without_a_model_passes_for_any_worker_here_and_says_which(
     settings = fault_settings(20, heartbeat_interval_s="0.5")
     env = server_env(home, redis_url=redis_server.url, **settings)
     check = [sys.executable, "-m", "resnet_serve", "worker", "--check"]
-    with workers(home, logs, redis_server, "lite", model=OTHER, **settings) as (lite,):
+    with workers(home, logs, redis_server, "lite", args=LITE, model=OTHER, **settings) as (lite,):
         wait_until(lambda: "metrics on http://" in lite.log(), 10, "the metrics port logged")
         passed = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
         assert passed.returncode == 0, passed.stderr
