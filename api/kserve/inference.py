@@ -32,6 +32,7 @@ from resnet_serve.api.kserve.tensors import (
     input_count,
     input_images,
 )
+from resnet_serve.api.pipeline.admission import queue_places
 from resnet_serve.api.pipeline.classifier import Classifier
 from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import InferenceFailed, InvalidTensor
@@ -112,7 +113,7 @@ async def run(
     request = parsed.request
     output_requests(request, info)  # a bad `outputs` is a 400 before any place is taken
     wanted = min(max(input_count(request), 1), classifier.settings.max_files_per_request)
-    async with classifier.places(info.name, wanted) as places:
+    async with queue_places(classifier.broker, info.name, wanted) as places:
         return await _run(classifier, info, parsed, binary, request_id, deadline, places)
 
 

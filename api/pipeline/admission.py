@@ -1,25 +1,41 @@
-"""Refuse uploads at the edge while the queue is full: before routing, reading the body,
-parsing or decoding anything.
+"""Admission on the gateway's side, in one place: queue places reserved for a request's
+jobs before anything is decoded (`queue_places`), and uploads refused at the edge while
+the queue is full, before routing, reading the body, parsing or decoding anything
+(`AdmissionGate`). The broker decides (api/broker/admission_scripts.py across gateways,
+worker/inprocess.py standalone).
 
 Under overload almost every request is refused, and a closed-loop client sends the next
 one as soon as the last is answered: what a refusal costs in CPU is taken from
 inference in the same process. This gate answers the 503 that admission would give, for
 a few microseconds of work, whenever the broker already knows there is no place.
-Admission proper (a reservation, api/pipeline/classifier.py) still decides every request
-that passes the gate.
+A reservation (`queue_places`) still decides every request that passes the gate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from resnet_serve.shared.broker import Broker
+from resnet_serve.shared.broker import Broker, Reservation
 from resnet_serve.shared.errors import QueueFull, error_body
 from resnet_serve.shared.logs import request_id_var
 from resnet_serve.shared.metrics import Metrics
+
+
+@contextlib.asynccontextmanager
+async def queue_places(broker: Broker, model: str, count: int) -> AsyncIterator[Reservation]:
+    """`count` queue places for the block's jobs, or QueueFull (503) at once; the places
+    the block did not use are given back when it ends."""
+    reservation = await broker.reserve(model, count)
+    try:
+        yield reservation
+    finally:
+        await broker.release(reservation)
+
 
 GATED_PATHS = frozenset({"/v1/classify", "/v1/classify/batch"})
 

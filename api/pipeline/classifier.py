@@ -7,10 +7,9 @@ refused request answers 503 at once and costs no decode.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 
+from resnet_serve.api.pipeline.admission import queue_places
 from resnet_serve.api.pipeline.cache import ResponseCache
 from resnet_serve.api.pipeline.decoding import DecodePool
 from resnet_serve.api.pipeline.schemas import (
@@ -53,15 +52,6 @@ class Classifier:
             )
         return info
 
-    @contextlib.asynccontextmanager
-    async def places(self, model: str, count: int) -> AsyncIterator[Reservation]:
-        """`count` queue places for the block's jobs; unused ones are given back."""
-        reservation = await self.broker.reserve(model, count)
-        try:
-            yield reservation
-        finally:
-            await self.broker.release(reservation)
-
     async def classify(
         self,
         upload: Upload,
@@ -77,7 +67,7 @@ class Classifier:
         if cached is not None:
             return _response(request_id, cached, 0.0, received_at, info, cached=True)
         if reservation is None:
-            async with self.places(info.name, 1) as own:
+            async with queue_places(self.broker, info.name, 1) as own:
                 return await self._classify(upload, info, top_k, key, request_id, received_at, own)
         return await self._classify(upload, info, top_k, key, request_id, received_at, reservation)
 
