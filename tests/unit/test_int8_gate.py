@@ -56,6 +56,22 @@ def test_class_folders_label_the_held_out_crops(tmp_path: Path) -> None:
     assert data.holdout_labels.tolist() == [expected[o] for o in data.holdout_owner]
 
 
+def test_imagenet_wordnet_id_folders_label_the_held_out_crops(tmp_path: Path) -> None:
+    """ImageNet's own layout: folders named by WordNet id, in class-index order."""
+    labels = [f"class {i}" for i in range(1000)]
+    labels[0], labels[285] = "tench", "Egyptian cat"
+    folders = {"n01440764": 0, "n02124075": 285}  # tench, Egyptian cat
+    for i, folder in enumerate(list(folders) * 3):
+        _photos(tmp_path / "photos" / folder, 1, seed=i)
+    data = load_calibration(
+        tmp_path / "photos", size=32, calibration_crops=8, holdout_crops=20, labels=labels
+    )
+    held = split_photos(photo_files(tmp_path / "photos"))[1]
+    assert data.holdout_labels is not None
+    expected = [folders[f.parent.name] for f in held]
+    assert data.holdout_labels.tolist() == [expected[o] for o in data.holdout_owner]
+
+
 def test_a_class_folder_naming_no_class_is_refused(tmp_path: Path) -> None:
     for i, folder in enumerate(["tench", "not a class", "tench", "tench", "tench"]):
         _photos(tmp_path / "photos" / folder, 1, seed=i)

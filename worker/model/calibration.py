@@ -3,8 +3,10 @@
 The default source is the photos bundled with scikit-image (CC0 / public domain) and,
 when installed, scikit-learn's two sample photos (CC BY 2.0, attribution in their
 README). A user names their own directory with `--calibration-dir`; photos in class
-folders named by their label (`Egyptian cat/`, `Egyptian_cat/`) are labelled, and the
-accuracy gate then measures the top-1 drop instead of estimating it. No torch here.
+folders named by their label (`Egyptian cat/`, `Egyptian_cat/`) or, for the 1,000
+ImageNet classes, by WordNet id (`n02124075/`, as ImageNet's own folders are) are
+labelled, and the accuracy gate then measures the top-1 drop instead of estimating it.
+No torch here.
 """
 
 from __future__ import annotations
@@ -130,17 +132,27 @@ def _normalised(name: str) -> str:
     return name.replace("_", " ").strip().casefold()
 
 
+# ImageNet-1k's WordNet ids in class-index order (sorted, as every ImageNet-1k model's
+# classes are): the folder names of ImageNet's own train and val sets.
+WNIDS_FILE = Path(__file__).with_name("imagenet_wnids.txt")
+
+
 def photo_labels(files: list[Path], directory: Path, labels: list[str]) -> np.ndarray | None:
-    """Class indices from class folders (`<dir>/<label>/<photo>`), or None when the
-    photos are not sorted into folders. A folder naming no class is an error."""
+    """Class indices from class folders (`<dir>/<label>/<photo>`, or `<dir>/<wnid>/...`
+    for a 1,000-class ImageNet model), or None when the photos are not sorted into
+    folders. A folder naming no class is an error."""
     if not all(f.parent != directory for f in files):
         return None
     index = {_normalised(label): i for i, label in enumerate(labels)}
+    if len(labels) == 1000:
+        wnids = WNIDS_FILE.read_text().split()
+        index.update({wnid.casefold(): i for i, wnid in enumerate(wnids)})
     unknown = sorted({f.parent.name for f in files if _normalised(f.parent.name) not in index})
     if unknown:
         raise BuildError(
             f"calibration folders that name no class of this model: {', '.join(unknown[:5])} "
-            "(name each folder by its label, e.g. 'Egyptian cat')"
+            "(name each folder by its label, e.g. 'Egyptian cat', or its ImageNet WordNet "
+            "id, e.g. 'n02124075')"
         )
     return np.array([index[_normalised(f.parent.name)] for f in files])
 
