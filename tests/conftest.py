@@ -22,7 +22,7 @@ def leftover_processes() -> list[psutil.Process]:
     """What the suite started and did not end: children of this process still running,
     and orphans (adopted by PID 1) of this session that run this interpreter."""
     me = psutil.Process()
-    found = {p.pid: p for p in me.children(recursive=True)}
+    found = {p.pid: p for p in me.children(recursive=True) if not _own_tracker(p, me)}
     python = os.path.realpath(sys.executable)
     for process in psutil.process_iter(["ppid", "create_time", "exe"]):
         info = process.info
@@ -30,6 +30,17 @@ def leftover_processes() -> list[psutil.Process]:
         if orphan and info["exe"] and os.path.realpath(info["exe"]) == python:
             found[process.pid] = process
     return [p for p in found.values() if _alive(p)]
+
+
+def _own_tracker(process: psutil.Process, me: psutil.Process) -> bool:
+    """This process's own multiprocessing resource tracker (started when a test spawned a
+    pool here): it ends with this process, as it should."""
+    try:
+        return process.ppid() == me.pid and "multiprocessing.resource_tracker" in " ".join(
+            process.cmdline()
+        )
+    except psutil.Error:
+        return False
 
 
 def _alive(process: psutil.Process) -> bool:
