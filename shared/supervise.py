@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -63,6 +64,26 @@ async def reconnecting(
             health.beat()
         if once:
             return
+
+
+async def cancel_all(tasks: list[asyncio.Task[Any]], timeout_s: float = 5.0) -> None:
+    """Cancel `tasks` and wait for them, cancelling again while any still runs: a
+    cancellation can be swallowed (a Redis command's own timeout firing at the same
+    moment turns it into a TimeoutError the loop treats as an outage, and the loop goes
+    on), and one `cancel()` would then wait forever."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    pending = [task for task in tasks if not task.done()]
+    while pending and asyncio.get_running_loop().time() < deadline:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.5)
+        pending = [task for task in pending if not task.done()]
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.debug("task %s ended with %r", task.get_name(), task.exception())
+    if pending:
+        log.error("tasks still running after %.0f s of cancelling: %s", timeout_s,
+                  ", ".join(task.get_name() for task in pending))  # fmt: skip
 
 
 async def supervised(

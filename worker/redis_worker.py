@@ -33,7 +33,7 @@ from resnet_serve.shared import keys as k
 from resnet_serve.shared.jobs import Job
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
-from resnet_serve.shared.supervise import reconnecting
+from resnet_serve.shared.supervise import cancel_all, reconnecting
 from resnet_serve.shared.wire import MalformedMessage, decode_job
 from resnet_serve.worker.answering import Answering, Held
 from resnet_serve.worker.failures import failure_of
@@ -153,11 +153,7 @@ class RedisWorker:
             await self._hand_back_all("failing")
             raise failure
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_all(tasks)
             with contextlib.suppress(RedisError):
                 await self.registration.unregister()
             self.liveness.remove()

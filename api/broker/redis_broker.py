@@ -15,7 +15,6 @@ flight at once when it does not.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -43,7 +42,7 @@ from resnet_serve.shared.jobs import Job, ModelInfo, Result, WorkerInfo
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.redis_client import redacted, redis_client
 from resnet_serve.shared.settings import Settings
-from resnet_serve.shared.supervise import LoopHealth, reconnecting, supervised
+from resnet_serve.shared.supervise import LoopHealth, cancel_all, reconnecting, supervised
 from resnet_serve.shared.waiters import Waiters
 from resnet_serve.shared.wire import MalformedMessage, decode_reply, encode_job
 
@@ -243,11 +242,7 @@ class RedisBroker:
         """Drain: stop admitting, wait for in-flight requests (bounded), stop the loops."""
         self._closing = True
         await self._waiters.drain(self.settings.request_timeout_s)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         await self.probe.close()
         await self._client.aclose()
         await self._blocking.aclose()
