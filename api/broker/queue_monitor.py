@@ -31,6 +31,9 @@ from resnet_serve.shared.wire import MalformedMessage, decode_model_info
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 1.0
+# A request that found no worker keeps workers_needed at 1 this long, so an autoscaler
+# polling every 15-30 s sees it and starts the first worker (scale from zero).
+DEMAND_MEMORY_S = 60.0
 
 # One round trip for the queue gauges; the tensors never leave the server.
 PROBE = """
@@ -111,6 +114,7 @@ class QueueMonitor:
         self.models = {name: configured_model(name) for name in settings.served_models}
         # Called with a model each round no live worker serves it.
         self.on_no_workers: Callable[[str], None] = lambda model: None
+        self._demand: dict[str, float] = {}  # model -> when a request last found no worker
         # Beats after each full round; stale after a few missed ones.
         self.health = LoopHealth(stale_after_s=3 * INTERVAL_S + 2)
         self._client = client
@@ -134,6 +138,10 @@ class QueueMonitor:
     def workers_of(self, model: str) -> list[WorkerInfo]:
         state = self._queues.get(model)
         return list(state.live) if state else []
+
+    def want(self, model: str) -> None:
+        """A request found no worker for `model`: demand that workers_needed reports."""
+        self._demand[model] = time.monotonic()
 
     def has_workers(self, model: str) -> bool | None:
         """Whether a live worker serves `model`; None before the first observation. A
@@ -202,7 +210,10 @@ class QueueMonitor:
         m.queue_oldest_age.labels(model).set(max(oldest_age, 0.0))
         m.dead_letters.labels(model).set(int(dead))
         m.workers.labels(model).set(state.workers)
-        m.workers_needed.labels(model).set(self._workers_needed(state))
+        needed = self._workers_needed(state)
+        if not state.workers and time.monotonic() - self._demand.get(model, -1e9) < DEMAND_MEMORY_S:
+            needed = max(needed, 1)  # requests were turned away or are waiting: wake one
+        m.workers_needed.labels(model).set(needed)
 
     @staticmethod
     def _observe_workers(beats: list[bytes | None], state: QueueState) -> None:

@@ -133,6 +133,7 @@ class RedisBroker:
         after the scale-from-zero wait, NoWorkers."""
         deadline = time.monotonic() + self.settings.scale_from_zero_wait_s
         while self.monitor.has_workers(model) is False:
+            self.monitor.want(model)  # workers_needed >= 1: an autoscaler starts one
             if time.monotonic() >= deadline:
                 raise self._no_workers(model)
             await asyncio.sleep(WORKER_POLL_S)

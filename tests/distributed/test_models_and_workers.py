@@ -57,6 +57,8 @@ def test_announced_models_are_served_and_workers_listed_one_by_one(
         assert refused.json()["error"]["code"] == "no_workers"
         assert "Retry-After" in refused.headers
         assert time.monotonic() - started < 2
+        # The refusal is demand: workers_needed asks an autoscaler for a first worker.
+        wait_until(lambda: server.metric("resnet_serve_workers_needed", model=MODEL) == 1, 10)
         not_ready = httpx.get(f"{server.url}/v2/models/{MODEL}/ready", timeout=10)
         assert not_ready.status_code == 503
         assert not_ready.json() == {"name": MODEL, "ready": False}
@@ -75,7 +77,8 @@ def test_a_scale_from_zero_wait_lets_a_request_meet_its_first_worker(
         ThreadPoolExecutor(1) as pool,
     ):
         waiting = pool.submit(classify, server, images(1)[0])
-        time.sleep(1.0)  # the request is waiting for a worker: none has started yet
+        # While it waits, workers_needed says 1: what wakes KEDA's first worker.
+        wait_until(lambda: server.metric("resnet_serve_workers_needed", model=MODEL) == 1, 10)
         assert not waiting.done()
         with workers(home, logs, redis_server, "first", **settings):
             assert waiting.result(timeout=60).status_code == 200
