@@ -169,19 +169,14 @@ class RedisBroker:
         # Failed by the probe, like a waiting request, when Redis is lost meanwhile: a
         # reservation sent into a frozen Redis would otherwise wait for socket timeouts.
         with self._waiters.waiting(f"reserve:{prefix}") as lost:
-            try:
-                granted = await self._unless_lost(
-                    self._reserve(
-                        keys=[self.keys.jobs(model), self.keys.queue_places(model)],
-                        args=[self.settings.max_queue, count, ttl_ms, prefix],
-                    ),
-                    lost,
-                )
-            except RedisError as exc:
-                log.warning("could not reserve queue places: %r", exc)
-                raise BrokerUnavailable(
-                    "the job queue (Redis) is unreachable", retry_after_s=1
-                ) from None
+            granted = await self._unless_lost(
+                self._reserve(
+                    keys=[self.keys.jobs(model), self.keys.queue_places(model)],
+                    args=[self.settings.max_queue, count, ttl_ms, prefix],
+                ),
+                lost,
+                "reserve queue places",
+            )
         if not granted:
             raise self._full(model)
         return Reservation(model, [f"{prefix}{i}" for i in range(1, count + 1)])
@@ -203,32 +198,28 @@ class RedisBroker:
         # Registered before the job is visible to any worker, so no reply can be missed.
         with self._waiters.waiting(job.job_id, group=job.model) as future:
             fields = encode_job(job, self.reply_to)
-            try:
-                entry = await self._unless_lost(
-                    self._admit(
-                        keys=[self.keys.jobs(job.model), self.keys.queue_places(job.model)],
-                        args=[
-                            self.settings.max_queue,
-                            fields[b"header"],
-                            fields[b"tensor"],
-                            place or "",
-                        ],
-                    ),
-                    future,
-                )
-            except RedisError as exc:
-                log.warning("could not enqueue a job: %r", exc)
-                raise BrokerUnavailable(
-                    "the job queue (Redis) is unreachable", retry_after_s=1
-                ) from None
+            entry = await self._unless_lost(
+                self._admit(
+                    keys=[self.keys.jobs(job.model), self.keys.queue_places(job.model)],
+                    args=[
+                        self.settings.max_queue,
+                        fields[b"header"],
+                        fields[b"tensor"],
+                        place or "",
+                    ],
+                ),
+                future,
+                "enqueue a job",
+            )
             if entry is None:
                 raise self._full(job.model)
             return await self._waiters.outcome(future, job.deadline)
 
     @staticmethod
-    async def _unless_lost(command: Awaitable[T], waiter: asyncio.Future[Result]) -> T:
+    async def _unless_lost(command: Awaitable[T], waiter: asyncio.Future[Result], doing: str) -> T:
         """Await a Redis command, unless Redis is lost first (the probe fails `waiter`):
-        a command to a frozen Redis would otherwise hold the request for its timeouts."""
+        a command to a frozen Redis would otherwise hold the request for its timeouts.
+        A Redis error is the request's 503 `broker_unavailable`."""
         task = asyncio.ensure_future(command)
         both: set[asyncio.Future[Any]] = {task, waiter}
         await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
@@ -237,7 +228,13 @@ class RedisBroker:
             if lost is not None:
                 task.cancel()
                 raise lost
-        return await task
+        try:
+            return await task
+        except RedisError as exc:
+            log.warning("could not %s: %r", doing, exc)
+            raise BrokerUnavailable(
+                "the job queue (Redis) is unreachable", retry_after_s=1
+            ) from None
 
     async def close(self) -> None:
         """Drain: stop admitting, wait for in-flight requests (bounded), stop the loops."""
