@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -94,13 +95,27 @@ def _build(settings: Settings) -> tuple[Path, Manifest]:
         fail(str(exc))
 
 
-def models(model_repository: Repo = None) -> None:
+def models(
+    model_repository: Repo = None,
+    model: Model = None,
+    wait_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Wait up to this long for an artifact of --model (or RESNET_SERVE_MODEL) "
+            "to appear, then exit 0, or 1 if none did (e.g. a worker's init container "
+            "waiting for the build Job)"
+        ),
+    ] = None,
+) -> None:
     """List the models this service knows and the artifacts built so far."""
-    settings = settings_from(model_repository=model_repository)
+    settings = settings_from(model_repository=model_repository, model=model)
     # Neither imports torch: a gateway install lists models too.
     from resnet_serve.worker.model.artifacts import ModelRepository
     from resnet_serve.worker.model.catalog import BUILTIN
 
+    if wait_s is not None:
+        _wait_for_artifact(settings, wait_s)
+        return
     # One artifact per short block rather than a wide table: readable in 80 columns,
     # nothing cut with "…", and paths never broken across lines.
     console = Console(soft_wrap=True, highlight=False)
@@ -134,6 +149,34 @@ def models(model_repository: Repo = None) -> None:
             "repository built by `resnet-serve export` on a full install here",
             markup=False,
         )
+
+
+def _wait_for_artifact(settings: Settings, wait_s: float) -> None:
+    """Until the repository holds an intact artifact of the model, built from the
+    configured weights (any real ones by default); exit 1 after `wait_s`."""
+    from resnet_serve.worker.model.artifacts import ModelRepository
+
+    repo, name = ModelRepository(settings.models_dir), settings.model
+    weights = settings.weights if settings.weights == "random" else None
+    deadline = time.monotonic() + wait_s
+    next_note = time.monotonic()
+    while True:
+        found = repo.find(name, weights)
+        if found and any(e.intact(found[0]) for e in found[1].artifacts.values()):
+            err.print(f"{name} version {found[1].version} is in {settings.models_dir}")
+            return
+        now = time.monotonic()
+        if now >= deadline:
+            fail(
+                f"no artifact of {name} in {settings.models_dir} after {wait_s:g} s: build "
+                "one there first (`resnet-serve export`; on Kubernetes, the "
+                "build-model-repository Job)",
+                code=1,
+            )
+        if now >= next_note:
+            err.print(f"waiting for an artifact of {name} in {settings.models_dir}")
+            next_note = now + 30
+        time.sleep(min(2.0, max(0.0, deadline - now)))
 
 
 def _relative(path: Path, root: Path) -> str:

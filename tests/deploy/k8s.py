@@ -11,8 +11,16 @@ import yaml
 from tests.deploy.tools import ROOT, run
 
 Doc = dict[str, Any]
+# The two complete deployments: CPU workers, or GPU workers.
 KUSTOMIZATIONS = ("k8s/base", "k8s/overlays/gpu")
-WORKLOADS = ("Deployment", "StatefulSet")
+# Every kustomization under k8s/ (the worker folder and a second model's workers too),
+# components excepted: each must render and validate.
+EVERY_KUSTOMIZATION = tuple(
+    str(path.parent.relative_to(ROOT))
+    for path in sorted((ROOT / "k8s").rglob("kustomization.yaml"))
+    if yaml.safe_load(path.read_text())["kind"] == "Kustomization"
+)
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
 
 
 @cache
@@ -30,6 +38,12 @@ def find(docs: tuple[Doc, ...], kind: str, name: str) -> Doc:
 
 def workloads(docs: tuple[Doc, ...]) -> Iterator[Doc]:
     return (d for d in docs if d["kind"] in WORKLOADS)
+
+
+def pod_containers(workload: Doc) -> list[Doc]:
+    """Init containers and containers."""
+    pod = workload["spec"]["template"]["spec"]
+    return [*pod.get("initContainers", []), *pod["containers"]]
 
 
 def container(workload: Doc, name: str | None = None) -> Doc:

@@ -117,7 +117,19 @@ def test_torch_pins_match_the_export_extra() -> None:
         text = path.read_text()
         assert pins["torch"] in text, path.name
         assert pins["torchvision"] in text, path.name
-        assert '".[worker]"' in text or '".[${extras}]"' in text
+        assert '".[worker]"' in text or '".[worker,efficientnet]"' in text, path.name
+
+
+def test_cpu_worker_image_runs_without_torch() -> None:
+    """torch builds the artifacts in the build stage; the runtime stage gets the
+    `cpu-worker` install (tests/installs/test_worker_image.py runs it)."""
+    dockerfile = Dockerfile(DOCKERFILES[1])
+    runs = " ".join(a for k, a in dockerfile.instructions if k == "RUN")
+    assert '/opt/venv/bin/pip install ".[cpu-worker]"' in runs
+    assert "/opt/venv/bin/pip install --index-url" not in runs  # torch went elsewhere
+    copies = dockerfile.final.all("COPY")
+    assert "--from=build /opt/venv /opt/venv" in copies
+    assert not any("export-venv" in c for c in copies)
 
 
 def test_gateway_image_has_no_torch() -> None:

@@ -4,6 +4,7 @@ against the code (CLI commands, settings, metric names) and against each other."
 from __future__ import annotations
 
 import copy
+import json
 import re
 from typing import Any
 
@@ -11,7 +12,7 @@ import kubernetes_validate
 import pydantic
 import pytest
 from cloudcoil.models.keda.v1alpha1 import ScaledObject
-from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
+from cloudcoil.models.prometheus_operator.v1 import PrometheusRule, ServiceMonitor
 
 from tests.deploy.contract import (
     METRICS,
@@ -20,16 +21,19 @@ from tests.deploy.contract import (
     setting_env_names,
 )
 from tests.deploy.k8s import (
+    EVERY_KUSTOMIZATION,
     KUSTOMIZATIONS,
     Doc,
     container,
     env_value,
     find,
+    pod_containers,
     pod_labels,
     render,
     selects,
     workloads,
 )
+from tests.deploy.tools import ROOT
 
 # Built-in kinds against the oldest Kubernetes we support and the newest schema known.
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
@@ -38,6 +42,7 @@ K8S_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
 CRD_MODELS: dict[str, type[pydantic.BaseModel]] = {
     "ScaledObject": ScaledObject,
     "ServiceMonitor": ServiceMonitor,
+    "PrometheusRule": PrometheusRule,
 }
 SERVICE_COMPONENTS = ("gateway", "worker", "jobs-worker")
 KEDA_QUERY = 'max(resnet_serve_workers_needed{model="resnet18"})'
@@ -51,10 +56,10 @@ def validate_custom_resource(doc: Doc) -> None:
     assert back == doc, f"{doc['kind']}/{doc['metadata']['name']} has fields its CRD lacks"
 
 
-@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+@pytest.mark.parametrize("kustomization", EVERY_KUSTOMIZATION)
 def test_every_manifest_is_valid(kustomization: str) -> None:
     docs = render(kustomization)
-    assert len(docs) >= 15
+    assert len(docs) >= (15 if kustomization in KUSTOMIZATIONS else 4)
     for doc in docs:
         if doc["kind"] in CRD_MODELS:
             validate_custom_resource(doc)
@@ -79,7 +84,7 @@ def test_validators_reject_mistakes() -> None:
         validate_custom_resource(scaled)
 
 
-@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+@pytest.mark.parametrize("kustomization", EVERY_KUSTOMIZATION)
 def test_pods_are_locked_down(kustomization: str) -> None:
     for workload in workloads(render(kustomization)):
         name = workload["metadata"]["name"]
@@ -88,7 +93,7 @@ def test_pods_are_locked_down(kustomization: str) -> None:
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["runAsUser"] > 0, name
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
-        for c in pod["containers"]:
+        for c in pod_containers(workload):
             sc = c["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False, name
             assert sc["readOnlyRootFilesystem"] is True, name
@@ -157,6 +162,15 @@ def test_worker_probes_metrics_and_drain(kustomization: str) -> None:
     assert jobs["livenessProbe"]["exec"]["command"] == ["resnet-serve", "jobs-worker", "--check"]
 
 
+def mounts(c: Doc) -> dict[str, Doc]:
+    return {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+
+
+def claim(workload: Doc, volume: str) -> Doc:
+    volumes = workload["spec"]["template"]["spec"]["volumes"]
+    return next(v for v in volumes if v["name"] == volume)["persistentVolumeClaim"]
+
+
 def test_gpu_overlay_gives_each_worker_one_gpu() -> None:
     base, gpu = render("k8s/base"), render("k8s/overlays/gpu")
     assert "nvidia.com/gpu" not in str(base)
@@ -167,13 +181,100 @@ def test_gpu_overlay_gives_each_worker_one_gpu() -> None:
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
     tolerations = worker["spec"]["template"]["spec"]["tolerations"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
-    # The GPU artifact is built at start: a writable model cache, and time to build it.
-    assert {"name": "model-cache", "mountPath": "/var/cache/resnet-serve"} in c["volumeMounts"]
-    assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 300
-    # Everything but the worker is the same as in base.
-    others = [d for d in gpu if d["metadata"]["name"] != "worker" or d["kind"] != "Deployment"]
-    assert len(others) == len(base) - 1
-    assert all(d in base for d in others)
+    # Nothing is built at pod start: loading and warming fit base's startup probe.
+    assert c["startupProbe"] == container(find(base, "Deployment", "worker"))["startupProbe"]
+    # Everything of base but the worker is the same; the overlay adds the build Job.
+    added = {(d["kind"], d["metadata"]["name"]) for d in gpu if d not in base}
+    assert added == {
+        ("Deployment", "worker"),
+        ("Job", "build-model-repository"),
+        ("PersistentVolumeClaim", "model-repository"),
+    }
+
+
+def test_gpu_workers_serve_what_one_job_built() -> None:
+    """The Job builds the GPU artifact once, on a GPU, into the volume every worker mounts
+    read-only at its model repository; a worker's init container waits for it."""
+    docs = render("k8s/overlays/gpu")
+    job = find(docs, "Job", "build-model-repository")
+    build = container(job, "build")
+    worker = find(docs, "Deployment", "worker")
+    serve = container(worker)
+    (wait,) = worker["spec"]["template"]["spec"]["initContainers"]
+    assert build["command"] == ["resnet-serve", "export"]
+    assert wait["command"][:3] == ["resnet-serve", "models", "--wait-s"]
+    assert float(wait["command"][3]) >= job["spec"]["activeDeadlineSeconds"]
+    for c in (build, wait):
+        assert command_problems(c["command"]) == []
+        assert c["image"] == serve["image"]
+        assert env_value(c, "RESNET_SERVE_MODEL") == env_value(serve, "RESNET_SERVE_MODEL")
+    assert build["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert (
+        job["spec"]["template"]["spec"]["tolerations"]
+        == worker["spec"]["template"]["spec"]["tolerations"]
+    )
+    pvc = find(docs, "PersistentVolumeClaim", "model-repository")
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]  # workers on several nodes
+    for workload, c, writes in ((job, build, True), (worker, wait, False), (worker, serve, False)):
+        repository = env_value(c, "RESNET_SERVE_MODEL_REPOSITORY")
+        mount = mounts(c)[repository]
+        assert claim(workload, mount["name"])["claimName"] == "model-repository"
+        assert mount.get("readOnly", False) is not writes
+    assert claim(worker, "model-repository")["readOnly"] is True
+    # The CUDA image's HOME_DIR (liveness file) stays writable on a read-only root.
+    assert "/var/cache/resnet-serve" in mounts(serve)
+
+
+def scaled_objects(docs: tuple[Doc, ...]) -> list[Doc]:
+    return [d for d in docs if d["kind"] == "ScaledObject"]
+
+
+@pytest.mark.parametrize("kustomization", EVERY_KUSTOMIZATION)
+def test_each_models_workers_scale_on_that_models_signal(kustomization: str) -> None:
+    docs = render(kustomization)
+    for scaled in scaled_objects(docs):
+        target = find(docs, "Deployment", scaled["spec"]["scaleTargetRef"]["name"])
+        model = env_value(container(target, "worker"), "RESNET_SERVE_MODEL")
+        [trigger] = scaled["spec"]["triggers"]
+        assert trigger["metadata"]["query"] == KEDA_QUERY.replace("resnet18", model)
+        assert pod_labels(target)["resnet-serve/model"] == model
+    # One Prometheus address, set in one place (k8s/base/worker/kustomization.yaml).
+    addresses = {
+        s["spec"]["triggers"][0]["metadata"]["serverAddress"]
+        for k in EVERY_KUSTOMIZATION
+        for s in scaled_objects(render(k))
+    }
+    assert addresses == {"http://prometheus-operated.monitoring.svc:9090"}
+
+
+def test_a_second_models_workers_stand_beside_the_first() -> None:
+    base, extra = render("k8s/base"), render("k8s/overlays/efficientnet-lite0")
+    worker = find(extra, "Deployment", "worker-efficientnet-lite0")
+    c = container(worker, "worker")
+    assert env_value(c, "RESNET_SERVE_MODEL") == "efficientnet_lite0"
+    assert c["image"] == "resnet-serve-worker-cpu:0.1.0-efficientnet-lite0"
+    assert command_problems(c["command"]) == []
+    names = {(d["kind"], d["metadata"]["name"]) for d in base}
+    assert not names & {(d["kind"], d["metadata"]["name"]) for d in extra}
+    # Each model's Service, disruption budget and Deployment select that model's pods
+    # only; the ServiceMonitor, and Redis's NetworkPolicy, select both.
+    everything = base + extra
+    pods = {w["metadata"]["name"]: pod_labels(w) for w in workloads(everything)}
+    for doc in everything:
+        selector = {
+            "Service": lambda d: {"matchLabels": d["spec"]["selector"]},
+            "PodDisruptionBudget": lambda d: d["spec"]["selector"],
+            "Deployment": lambda d: d["spec"]["selector"],
+        }.get(doc["kind"])
+        if selector is not None:
+            chosen = [n for n, labels in pods.items() if selects(selector(doc), labels)]
+            assert len(chosen) == 1, (doc["kind"], doc["metadata"]["name"], chosen)
+    policy = find(base, "NetworkPolicy", "redis-clients-only")["spec"]
+    sources = [peer["podSelector"] for rule in policy["ingress"] for peer in rule["from"]]
+    assert any(selects(s, pod_labels(worker)) for s in sources)
+    monitor = find(base, "ServiceMonitor", "worker")["spec"]["selector"]
+    metrics = find(extra, "Service", "worker-metrics-efficientnet-lite0")
+    assert selects(monitor, metrics["metadata"]["labels"])
 
 
 def test_only_service_pods_reach_redis() -> None:
@@ -263,3 +364,12 @@ def test_autoscalers() -> None:
     # Autoscaled Deployments leave `replicas` to their autoscaler.
     for name in ("gateway", "worker"):
         assert "replicas" not in find(docs, "Deployment", name)["spec"]
+
+
+def test_grafana_sidecar_gets_the_dashboards_compose_mounts() -> None:
+    dashboards = ROOT / "deploy/grafana/dashboards"
+    config_map = find(render("k8s/base"), "ConfigMap", "grafana-dashboards")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    files = {p.name: json.loads(p.read_text()) for p in dashboards.glob("*.json")}
+    assert files
+    assert {k: json.loads(v) for k, v in config_map["data"].items()} == files

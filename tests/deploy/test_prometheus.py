@@ -57,3 +57,11 @@ def test_every_alert_is_labelled_and_explained() -> None:
         "ResnetServeNoReadyWorkers",
         "ResnetServeDeadLettersGrowing",
     }
+
+
+def test_kubernetes_gets_the_same_alerts_as_a_prometheusrule() -> None:
+    """k8s/base/alerts.yaml is alerts.yml for the Prometheus Operator (`make k8s-alerts`)."""
+    from tests.deploy.k8s import find, render
+
+    rule = find(render("k8s/base"), "PrometheusRule", "resnet-serve")
+    assert rule["spec"]["groups"] == RULES, "run `make k8s-alerts`"

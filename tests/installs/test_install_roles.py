@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.images import jpeg
+from tests.installs.conftest import ROOT
 from tests.installs.venvs import run, started, wait_answering
 from tests.servers import free_port
 
@@ -92,3 +93,25 @@ def test_cpu_worker_install_serves_and_predicts_a_built_artifact(
         assert answer.status_code == 200, answer.text
         assert len(answer.json()["predictions"]) == 3
         assert httpx.get(f"{url}/v1/models", timeout=10).json()[0]["engine"] == "onnxruntime"
+
+
+def venv_mb(venv: Path) -> float:
+    return sum(p.stat().st_size for p in venv.rglob("*") if p.is_file()) / 1e6
+
+
+def readme_size_mb(role: str) -> float:
+    """The venv size README's Install table gives for `role`."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == role:
+            number, unit = cells[-1].split()
+            assert unit == "MB", line
+            return float(number)
+    raise AssertionError(f"no {role!r} row in README's Install table")
+
+
+def test_install_sizes_are_readmes(gateway_venv: Path, cpu_worker_venv: Path) -> None:
+    """README's figures within 10 % of what a fresh venv of each role takes."""
+    for role, venv in (("gateway", gateway_venv), ("CPU worker", cpu_worker_venv)):
+        measured, said = venv_mb(venv), readme_size_mb(role)
+        assert abs(measured - said) <= 0.1 * said, f"{role}: {measured:.0f} MB, README {said}"

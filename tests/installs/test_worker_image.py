@@ -1,6 +1,9 @@
 """The images' runtime, run directly (there is no Docker engine here): the CPU worker
 image's build step and its runtime settings, read from the Dockerfiles and remapped under
-a temporary root, against a password-protected redis-server, with a real gateway.
+a temporary root, against a password-protected redis-server, with a real gateway. The
+build step runs in the full (torch) install, as the image's build stage does; the worker
+in a fresh `cpu-worker` venv and the gateway in a fresh gateway venv, as the images'
+runtime stages install them (no torch in either).
 
 It proves what a container relies on: the baked model repository is found and never
 written to, the container runs offline, `worker --check` (the health check and the
@@ -79,7 +82,7 @@ def build_steps(root: Path) -> list[tuple[list[str], dict[str, str]]]:
         while "=" in words[0]:
             name, value = words.pop(0).split("=", 1)
             env[name] = remap(value, root)
-        assert words[0] == "/opt/venv/bin/resnet-serve"
+        assert words[0] == "/opt/export-venv/bin/resnet-serve"  # the build stage's venv
         steps.append(([*CLI, *words[1:]], env))
     return steps
 
@@ -106,13 +109,21 @@ def started(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
         stop_process(process)
 
 
-def check(env: dict[str, str]) -> int:
+def installed(venv: Path, argv: list[str]) -> list[str]:
+    """An image's exec-form `resnet-serve ...` command, as the venv installs it."""
+    assert argv[0] == "resnet-serve"
+    return [str(venv / "bin" / "resnet-serve"), *argv[1:]]
+
+
+def check(venv: Path, env: dict[str, str]) -> int:
     """The image's HEALTHCHECK / the Kubernetes exec probe."""
-    probe = WORKER.final.exec_form("HEALTHCHECK")
-    return subprocess.run([*CLI, *probe[1:]], env=env, capture_output=True, timeout=30).returncode
+    probe = installed(venv, WORKER.final.exec_form("HEALTHCHECK"))
+    return subprocess.run(probe, env=env, capture_output=True, timeout=30).returncode
 
 
-def test_cpu_worker_image_runs_offline_from_its_baked_repository(tmp_path: Path) -> None:
+def test_cpu_worker_image_runs_offline_from_its_baked_repository(
+    tmp_path: Path, cpu_worker_venv: Path, gateway_venv: Path
+) -> None:
     root = tmp_path / "image"
     (root / "tmp").mkdir(parents=True)
     steps = build_steps(root)
@@ -143,12 +154,12 @@ def test_cpu_worker_image_runs_offline_from_its_baked_repository(tmp_path: Path)
             RESNET_SERVE_INFERENCE_THREADS="2",
         )
         assert worker_env["RESNET_SERVE_OFFLINE"] == "true"
-        assert check(worker_env) == 1  # nothing running yet: the probe fails
-        command = [*CLI, *WORKER.final.exec_form("CMD")[1:]]  # the image's CMD
+        assert check(cpu_worker_venv, worker_env) == 1  # nothing running yet: the probe fails
+        command = installed(cpu_worker_venv, WORKER.final.exec_form("CMD"))
         with started(command, worker_env, tmp_path / "worker.log") as worker:
             worker_log = tmp_path / "worker.log"
             wait_until(
-                lambda: running(worker, worker_log) and check(worker_env) == 0,
+                lambda: running(worker, worker_log) and check(cpu_worker_venv, worker_env) == 0,
                 180,
                 "worker --check healthy",
             )
@@ -168,7 +179,7 @@ def test_cpu_worker_image_runs_offline_from_its_baked_repository(tmp_path: Path)
                 RESNET_SERVE_MODEL=MODEL,
             )
             url = f"http://127.0.0.1:{port}"
-            command = [*CLI, *GATEWAY.final.exec_form("CMD")[1:]]
+            command = installed(gateway_venv, GATEWAY.final.exec_form("CMD"))
             with started(command, gateway_env, tmp_path / "gateway.log") as gateway:
 
                 def ready() -> bool:
