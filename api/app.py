@@ -21,6 +21,7 @@ from resnet_serve.api.error_handlers import install_error_handlers
 from resnet_serve.api.kserve import routes as kserve_routes
 from resnet_serve.api.kserve.parsing import HeaderParser
 from resnet_serve.api.limits.budget import build_budgets
+from resnet_serve.api.limits.unfinished import CloseUnfinishedBodies
 from resnet_serve.api.middleware import RequestContext
 from resnet_serve.api.pipeline.admission import AdmissionGate
 from resnet_serve.api.pipeline.cache import ResponseCache
@@ -120,4 +121,5 @@ def _add_middleware(app: FastAPI, settings: Settings, broker: Broker, metrics: M
     if keys:
         exempt = [path.strip() for path in settings.auth_exempt_paths.split(",") if path.strip()]
         app.add_middleware(ApiKeyAuth, keys=keys, exempt_paths=exempt, metrics=metrics)
-    app.add_middleware(RequestContext, metrics=metrics)  # outermost: ids and metrics for all
+    app.add_middleware(RequestContext, metrics=metrics)  # ids and metrics for all
+    app.add_middleware(CloseUnfinishedBodies)  # outermost: sees every answer

@@ -34,7 +34,12 @@ class Gateway:
 
     def body_limits(self) -> AbstractAsyncContextManager[BodyLimits]:
         """A request's share of the body budget, returned when the block ends."""
-        return body_limits(self.budgets.bodies, self.settings.body_timeout_s)
+        return body_limits(
+            self.budgets.bodies,
+            self.settings.body_timeout_s,
+            self.settings.min_body_rate_bytes_s,
+            self.settings.body_rate_grace_s,
+        )
 
 
 def gateway_of(request: Request) -> Gateway:

@@ -128,6 +128,15 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         30.0, gt=0, description="A request's body must arrive within this; beyond: 408"
     )
+    min_body_rate_bytes_s: float = Field(
+        240.0,
+        ge=0,
+        description="After body_rate_grace_s, a body arriving slower than this on average "
+        "gets 408 and its connection closed (as Kestrel's MinRequestBodyDataRate; 0: off)",
+    )
+    body_rate_grace_s: float = Field(
+        5.0, gt=0, description="How long a body may arrive slower than min_body_rate_bytes_s"
+    )
     keep_alive_timeout_s: float = Field(5.0, gt=0, description="Idle keep-alive connections")
     max_connections: int = Field(
         2048, ge=1, description="Open connections; beyond, new ones are closed at once"

@@ -77,10 +77,11 @@ class ByteBudget:
         """Whether `size` bytes could ever be reserved here."""
         return size <= self.capacity
 
-    async def acquire(self, size: int) -> None:
+    async def acquire(self, size: int, *, small: bool = False) -> None:
         """Reserve `size` bytes (at most `capacity`), waiting at most `wait_s`;
-        QueueFull (503, Retry-After) past that."""
-        if not self.waiting and self.used + size <= self.capacity:
+        QueueFull (503, Retry-After) past that. A `small` holder takes room that is free
+        at once, ahead of larger waiters, so large holders cannot starve small ones."""
+        if (small or not self.waiting) and self.used + size <= self.capacity:
             self.used += size
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -142,6 +143,8 @@ class Grant:
     returned all at once when the request is done."""
 
     STEP_BYTES = 1024 * 1024
+    # A grant of at most this share of the budget counts as small (ByteBudget.acquire).
+    SMALL_SHARE = 1 / 16
 
     def __init__(self, budget: ByteBudget) -> None:
         self.budget = budget
@@ -158,7 +161,8 @@ class Grant:
             )
         target = min(-(-size // self.STEP_BYTES) * self.STEP_BYTES, self.budget.capacity)
         target = max(target, size)
-        await self.budget.acquire(target - self.held)
+        small = target <= self.budget.capacity * self.SMALL_SHARE
+        await self.budget.acquire(target - self.held, small=small)
         self.held = target
 
     def close(self) -> None:

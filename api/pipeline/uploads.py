@@ -1,10 +1,13 @@
 """Read image uploads (multipart `file` fields or a raw `image/*` body) within size limits.
 
 The body is streamed and counted, so an oversized upload is refused after at most
-`limit` bytes, whatever Content-Length claims; it must arrive within `body_timeout_s`;
-and the bytes it will hold are reserved from the process's body budget (api/limits/budget.py)
-as they arrive, so bodies in flight never pass it. Multipart files stay in memory
-(within those limits): nothing spools to disk.
+`limit` bytes, whatever Content-Length claims; it must arrive within `body_timeout_s`,
+and, after `body_rate_grace_s`, no slower than `min_body_rate_bytes_s` on average (408,
+and the connection is closed: api/limits/unfinished.py); the bytes it will hold are
+reserved from the process's body budget (api/limits/budget.py) as they arrive, never
+for a declared length up front, so bodies in flight never pass it and a client that
+declares much and sends little holds little. Multipart files stay in memory (within
+those limits): nothing spools to disk.
 """
 
 from __future__ import annotations
@@ -42,6 +45,19 @@ class BodyLimits:
 
     grant: Grant
     timeout_s: float
+    min_rate_bytes_s: float = 0.0  # 0: no minimum rate
+    rate_grace_s: float = 0.0
+
+    def read_deadline(self, start: float, received: int) -> tuple[float, str]:
+        """When the next chunk must have arrived by, and what the 408 then says."""
+        whole = start + self.timeout_s
+        if self.min_rate_bytes_s <= 0:
+            return whole, f"the request body did not arrive within {self.timeout_s:g} s"
+        # Slower than the minimum on average from the start, once past the grace period.
+        slow = start + max(self.rate_grace_s, received / self.min_rate_bytes_s)
+        if slow < whole:
+            return slow, (f"the request body arrived slower than {self.min_rate_bytes_s:g} bytes/s")
+        return whole, f"the request body did not arrive within {self.timeout_s:g} s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +67,12 @@ class Upload:
 
 
 @contextlib.asynccontextmanager
-async def body_limits(bodies: ByteBudget, timeout_s: float) -> AsyncIterator[BodyLimits]:
+async def body_limits(
+    bodies: ByteBudget, timeout_s: float, min_rate_bytes_s: float = 0.0, rate_grace_s: float = 0.0
+) -> AsyncIterator[BodyLimits]:
     """A request's share of the body budget, returned when the block ends."""
     async with body_grant(bodies) as grant:
-        yield BodyLimits(grant, timeout_s)
+        yield BodyLimits(grant, timeout_s, min_rate_bytes_s, rate_grace_s)
 
 
 def _media_type(request: Request) -> str:
@@ -62,26 +80,24 @@ def _media_type(request: Request) -> str:
 
 
 async def _limited(request: Request, limit: int, limits: BodyLimits) -> AsyncGenerator[bytes, None]:
-    """The body's chunks, refused past `limit` bytes or past the body timeout; the
-    bytes are reserved from the budget before they are kept."""
+    """The body's chunks, refused past `limit` bytes, past the body timeout or below the
+    minimum rate; the bytes are reserved from the budget as they arrive, before they are
+    kept."""
     declared = request.headers.get("content-length")
-    if declared and declared.isascii() and declared.isdigit():
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-        await limits.grant.grow_to(int(declared) * HELD_PER_BODY_BYTE)
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
     seen = 0
-    deadline = asyncio.get_running_loop().time() + limits.timeout_s
+    start = asyncio.get_running_loop().time()
     chunks: AsyncIterator[bytes] = request.stream().__aiter__()
     while True:
+        deadline, why = limits.read_deadline(start, seen)
         try:
             async with asyncio.timeout_at(deadline):
                 chunk = await anext(chunks)
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise RequestTimeout(
-                f"the request body did not arrive within {limits.timeout_s:g} s"
-            ) from None
+            raise RequestTimeout(why) from None
         seen += len(chunk)
         if seen > limit:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes")

@@ -34,6 +34,8 @@ BUDGET = 192 * MIB  # bodies 40%, decoding 60% (api/limits/budget.py)
 DECODE_BUDGET = BUDGET - int(BUDGET * 0.4)
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 2.0
+MIN_BODY_RATE = 1000  # bytes/s, after the grace period
+RATE_GRACE_S = 0.5
 MAX_CONNECTIONS = 48
 
 
@@ -49,6 +51,8 @@ def server(home: Path, logs: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         budget_wait_ms="200",
         header_timeout_s=str(HEADER_TIMEOUT_S),
         body_timeout_s=str(BODY_TIMEOUT_S),
+        min_body_rate_bytes_s=str(MIN_BODY_RATE),
+        body_rate_grace_s=str(RATE_GRACE_S),
         max_connections=str(MAX_CONNECTIONS),
         max_header_bytes=str(16 * 1024),
         response_cache_entries="0",
@@ -292,3 +296,80 @@ def test_a_client_hang_up_is_client_closed_not_a_500(server: Server) -> None:
     new = server.log().splitlines()[log_lines:]
     assert not any("Traceback" in line for line in new), new
     assert sum("client_closed" in line for line in new) == 3, new
+
+
+def dribble(sock: socket.socket, head: bytes, every_s: float, piece: bytes, until_s: float) -> None:
+    """Send `head`, then `piece` every `every_s` until `until_s` or the server closes."""
+    sock.sendall(head)
+    end = time.monotonic() + until_s
+    while time.monotonic() < end:
+        time.sleep(every_s)
+        try:
+            sock.sendall(piece)
+        except OSError:
+            return
+
+
+def upload_head(length: int, path: str = "/v1/classify") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_a_dribbled_body_gets_408_and_its_connection_closed(server: Server) -> None:
+    """A byte every 0.2 s (5 B/s) is under the minimum rate: 408 once the grace period
+    is over, and the connection is closed although the client keeps sending (which
+    would otherwise keep it open for ever, holding a place under max_connections)."""
+    with (
+        socket.create_connection(("127.0.0.1", port(server))) as sock,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        start = time.monotonic()
+        pool.submit(dribble, sock, upload_head(1_000_000), 0.2, b"a", 15)
+        answer = closed_by_server(sock, 10)
+        took = time.monotonic() - start
+    assert answer is not None, "the connection was kept open"
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"slower than 1000 bytes/s" in answer
+    assert b"connection: close" in answer.lower()
+    assert took < RATE_GRACE_S + 4, took
+
+
+def test_an_answer_before_the_body_closes_the_connection(server: Server) -> None:
+    """413 on the declared length, before any body byte: answered and closed at once."""
+    with socket.create_connection(("127.0.0.1", port(server))) as sock:
+        sock.sendall(upload_head(200 * MIB))
+        answer = closed_by_server(sock, 5)
+    assert answer is not None, "the connection was kept open"
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"connection: close" in answer.lower()
+
+
+def test_declared_lengths_reserve_nothing_and_small_uploads_go_through(server: Server) -> None:
+    """Three clients declaring batches of half the body budget (each would hold all of it,
+    were twice the declared length reserved up front) send slowly but above the minimum
+    rate; small uploads beside them all succeed."""
+    small = jpeg("chelsea")
+    declared = int(BUDGET * 0.4) // 2 - 1000
+    head = upload_head(declared, "/v1/classify/batch").replace(
+        b"image/png", b"multipart/form-data; boundary=x"
+    )
+    part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+    with ThreadPoolExecutor(3) as pool:
+        holders = [socket.create_connection(("127.0.0.1", port(server))) for _ in range(3)]
+        try:
+            for sock in holders:
+                pool.submit(dribble, sock, head + part, 0.25, b"a" * 4096, 6)
+            time.sleep(1)
+            statuses = []
+            for _ in range(12):
+                statuses.append(classify(server, small).status_code)
+                time.sleep(0.1)
+            # Never refused for budget: each ran into the body timeout (2 s) instead.
+            answers = [closed_by_server(sock, 10) or b"" for sock in holders]
+            assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers
+        finally:
+            for sock in holders:
+                sock.close()
+    assert statuses == [200] * 12
