@@ -50,7 +50,7 @@ def build_gateway(settings: Settings, broker: Broker, metrics: Metrics) -> Gatew
         broker=broker,
         budgets=budgets,
         pool=pool,
-        kserve_parser=HeaderParser(settings.kserve_parse_processes),
+        kserve_parser=HeaderParser(settings.kserve_parse_processes, budgets.bodies),
         # Bulk jobs live in Redis: distributed mode only (/v1/jobs answers 501 otherwise).
         bulk_store=BulkStore(settings) if isinstance(broker, RedisBroker) else None,
         classifier=Classifier(settings, broker, pool, cache),

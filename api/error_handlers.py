@@ -12,9 +12,11 @@ from starlette.requests import ClientDisconnect
 
 from resnet_serve.api.dependencies import gateway_of
 from resnet_serve.shared.errors import ServeError, error_body
-from resnet_serve.shared.logs import request_id_var
+from resnet_serve.shared.logs import Summarised, request_id_var
 
 log = logging.getLogger(__name__)
+# A Redis outage refuses every request: one line per kind per 10 s, with a count.
+_refusals = Summarised(log)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
 # nginx's status for "the client closed the connection before the response": counted
@@ -38,7 +40,7 @@ def _json(
 async def _serve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServeError)
     if exc.status >= 500:
-        log.warning("%s: %s", exc.code, exc.message)
+        _refusals.warning(exc.code, "%s: %s", exc.code, exc.message)
     return _json(request, exc.status, exc.code, exc.message, exc.headers())
 
 

@@ -33,6 +33,13 @@ class Waiters:
         finally:
             self._futures.pop(key, None)
             self._groups.pop(key, None)
+            if future.done() and not future.cancelled():
+                # Failed by `fail_all` while the request ended another way (its own
+                # Redis error, say): retrieved here, so asyncio does not log "Future
+                # exception was never retrieved" at each loss of Redis.
+                future.exception()
+            else:
+                future.cancel()
 
     @staticmethod
     async def outcome(future: asyncio.Future[Result], deadline: float) -> Result:

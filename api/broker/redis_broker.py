@@ -39,6 +39,7 @@ from resnet_serve.shared.errors import (
     UnknownModel,
 )
 from resnet_serve.shared.jobs import Job, ModelInfo, Result, WorkerInfo
+from resnet_serve.shared.logs import Summarised
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.redis_client import redacted, redis_client
 from resnet_serve.shared.settings import Settings
@@ -47,6 +48,7 @@ from resnet_serve.shared.waiters import Waiters
 from resnet_serve.shared.wire import MalformedMessage, decode_reply, encode_job
 
 log = logging.getLogger(__name__)
+_redis_errors = Summarised(log)  # one line per command kind per 10 s
 
 T = TypeVar("T")
 
@@ -231,7 +233,7 @@ class RedisBroker:
         try:
             return await task
         except RedisError as exc:
-            log.warning("could not %s: %r", doing, exc)
+            _redis_errors.warning(doing, "could not %s: %r", doing, exc)
             raise BrokerUnavailable(
                 "the job queue (Redis) is unreachable", retry_after_s=1
             ) from None

@@ -37,6 +37,17 @@ def is_zip(data: bytes) -> bool:
     return data.startswith(ZIP_SIGNATURES)
 
 
+def declared_size(data: bytes) -> int:
+    """What the archive's files say they inflate to (its central directory). Inflating
+    never yields more: zipfile reads each member up to its declared size and checks its
+    CRC, so a member that lies fails instead."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return sum(info.file_size for info in archive.infolist() if _is_file(info))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
+        raise InvalidArchive(f"the upload is not a readable zip archive: {exc}") from None
+
+
 def read_zip(data: bytes, limits: ArchiveLimits) -> list[Upload]:
     """Every regular file in the archive, in archive order. Raises InvalidArchive,
     TooManyFiles or PayloadTooLarge."""

@@ -13,9 +13,8 @@ import hashlib
 
 from starlette.requests import Request
 
-from resnet_serve.api.bulk.archive import ArchiveLimits, is_zip, read_zip
+from resnet_serve.api.bulk.archive import ArchiveLimits, declared_size, is_zip, read_zip
 from resnet_serve.api.pipeline.uploads import (
-    HELD_PER_BODY_BYTE,
     MULTIPART_OVERHEAD_BYTES,
     BodyLimits,
     Upload,
@@ -37,8 +36,7 @@ async def read_bulk_uploads(request: Request, settings: Settings, body: BodyLimi
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type in ZIP_TYPES:
         data = await read_body(request, settings.max_bulk_bytes, body)
-        await body.grant.grow_to(len(data) * HELD_PER_BODY_BYTE + settings.max_bulk_bytes)
-        return await asyncio.to_thread(read_zip, data, limits)
+        return await _unzipped(data, body, limits)
     uploads = await read_uploads(
         request,
         max_files=settings.max_bulk_images,
@@ -47,15 +45,23 @@ async def read_bulk_uploads(request: Request, settings: Settings, body: BodyLimi
         limits=body,
     )
     if len(uploads) == 1 and is_zip(uploads[0].data):
-        held = len(uploads[0].data) * HELD_PER_BODY_BYTE + settings.max_bulk_bytes
-        await body.grant.grow_to(held)
-        return await asyncio.to_thread(read_zip, uploads[0].data, limits)
+        return await _unzipped(uploads[0].data, body, limits)
     for upload in uploads:
         if len(upload.data) > limits.max_file_bytes:
             raise PayloadTooLarge(f"{upload.filename}: larger than {limits.max_file_bytes} bytes")
     if sum(len(upload.data) for upload in uploads) > limits.max_total_bytes:
         raise PayloadTooLarge(f"the images add up to more than {limits.max_total_bytes} bytes")
     return uploads
+
+
+async def _unzipped(data: bytes, body: BodyLimits, limits: ArchiveLimits) -> list[Upload]:
+    """The archive's files. What is held while inflating: the archive (its reading's
+    copies are gone) plus its files, at most as large as they declare, within the job's
+    limit; charged for that, so a `max_bulk_bytes` archive fits the shipped budgets."""
+    contents = min(await asyncio.to_thread(declared_size, data), limits.max_total_bytes)
+    body.grant.shrink_to(len(data))
+    await body.grant.grow_to(len(data) + contents)
+    return await asyncio.to_thread(read_zip, data, limits)
 
 
 def payload_digest(uploads: list[Upload], model: str, top_k: int) -> str:

@@ -11,6 +11,7 @@ memory back after each one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -21,8 +22,11 @@ from pydantic import ValidationError
 
 from resnet_serve.api.kserve.schemas import InferenceRequest
 from resnet_serve.api.kserve.tensors import Converted, convert_json_data
+from resnet_serve.api.limits.budget import ByteBudget, body_grant
 from resnet_serve.shared.children import die_with_parent
 from resnet_serve.shared.errors import InvalidTensor, PayloadTooLarge, QueueFull
+
+log = logging.getLogger(__name__)
 
 INLINE_HEADER_BYTES = 256 * 1024
 # Peak bytes held while parsing and converting: the text and its strings (base64 images)
@@ -96,20 +100,34 @@ def validation_message(exc: ValidationError | RequestValidationError) -> str:
 
 
 class HeaderParser:
-    """Inline for small headers, a pool of `processes` for the rest (started lazily)."""
+    """Inline for small headers, a pool of `processes` for the rest (started lazily).
 
-    def __init__(self, processes: int) -> None:
+    What a parse holds (`cost`: the text, its strings and elements) is charged to the
+    body budget while that parse runs, and only then: a request waiting for a parser
+    process holds none of it, and none of it is held through queueing and inference."""
+
+    def __init__(self, processes: int, budget: ByteBudget) -> None:
         self._processes = processes
+        self._budget = budget
+        self._slots = asyncio.Semaphore(processes)
         self._pool: ProcessPoolExecutor | None = None
 
-    async def parse(self, header: bytes, limits: ParseLimits) -> Parsed:
-        if len(header) <= INLINE_HEADER_BYTES:
-            return parse(header, limits)
+    async def parse(self, header: bytes, limits: ParseLimits, cost: int) -> Parsed:
+        async with body_grant(self._budget) as grant:
+            if len(header) <= INLINE_HEADER_BYTES:
+                await grant.grow_to(cost)
+                return parse(header, limits)
+            async with self._slots:
+                await grant.grow_to(cost)
+                return await self._in_process(header, limits)
+
+    async def _in_process(self, header: bytes, limits: ParseLimits) -> Parsed:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor(), _parse_and_trim, header, limits)
         except BrokenProcessPool:
             # A parser process died (killed for memory?): a fresh pool for the next one.
+            log.error("a KServe parser process died; starting a fresh pool")
             self.close()
             self._pool = None
             raise QueueFull("the request parser restarted; try again", retry_after_s=1) from None

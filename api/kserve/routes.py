@@ -196,12 +196,14 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
     settings = classifier.settings
     limits = ParseLimits(info.input_size, settings.max_files_per_request, settings.max_upload_bytes)
     async with gateway_of(request).body_limits() as body_budget:
-        header, binary, parse_cost = await _read(
+        header, binary, parse_cost, kept = await _read(
             request, settings.max_request_bytes, body_budget, limits
         )
-        # What parsing and converting will hold, reserved first (413 if it never fits).
-        await body_budget.grant.grow_to(body_budget.grant.held + parse_cost)
-        parsed = await gateway_of(request).kserve_parser.parse(header, limits)
+        # Parsing charges what it holds while it runs (413 if it never fits).
+        parsed = await gateway_of(request).kserve_parser.parse(header, limits, parse_cost)
+        # From here on this request holds the body under its binary data (if any) and
+        # the parsed tensors (never more than the header's text): charged for that only.
+        body_budget.grant.shrink_to(kept + len(header))
         del header
         state = request.scope["state"]
         deadline = state["received_at"] + settings.request_timeout_s
@@ -221,17 +223,18 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
 
 async def _read(
     request: Request, limit: int, body_budget: BodyLimits, limits: ParseLimits
-) -> tuple[bytes, memoryview, int]:
-    """(JSON header, binary data, bytes parsing will hold): the body read within its
-    limits, inflated and its header's elements counted in a thread (zlib lets go of the
-    GIL)."""
+) -> tuple[bytes, memoryview, int, int]:
+    """(JSON header, binary data, bytes parsing will hold, bytes the binary data keeps
+    alive): the body read within its limits, inflated and its header's elements counted
+    in a thread (zlib lets go of the GIL)."""
     body = await read_body(request, limit, body_budget)
     encoding = request.headers.get("content-encoding")
     # The inflated body is held beside the compressed one (the join: twice, briefly).
     body = await inflate(body, encoding, limit, limits.max_elements, body_budget.grant)
     header, binary = split(body, request.headers.get(HEADER_LENGTH))
     parse_cost = await asyncio.to_thread(check_elements, header, limits)
-    return bytes(header), binary, parse_cost
+    kept = len(body) if binary.nbytes else 0  # the view keeps the whole body
+    return bytes(header), binary, parse_cost, kept
 
 
 _INFER: dict[str, Any] = {

@@ -165,6 +165,12 @@ class Grant:
         await self.budget.acquire(target - self.held, small=small)
         self.held = target
 
+    def shrink_to(self, size: int) -> None:
+        """Hold at most `size` bytes: what the request no longer holds goes back."""
+        if 0 <= size < self.held:
+            self.budget.release(self.held - size)
+            self.held = size
+
     def close(self) -> None:
         held, self.held = self.held, 0
         if held:

@@ -373,3 +373,22 @@ def test_declared_lengths_reserve_nothing_and_small_uploads_go_through(server: S
             for sock in holders:
                 sock.close()
     assert statuses == [200] * 12
+
+
+def test_parallel_kserve_json_is_charged_only_while_it_is_parsed(server: Server) -> None:
+    """12 clients at once, each a 1-crop JSON body (0.6 MB, ~13 MB to parse): held all
+    the way through inference, their parse costs would pass the 77 MB body budget and
+    most would get 503; charged only while each parse runs, none is refused."""
+    body = pixels_json(1)
+
+    def infer(_: int) -> int:
+        return httpx.post(
+            f"{server.url}/v2/models/resnet18/infer",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=120,
+        ).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(infer, range(24)))
+    assert statuses == [200] * 24
