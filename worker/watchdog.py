@@ -48,11 +48,32 @@ def inference_limit_s(runner: BatchRunner, settings: Settings) -> float:
     return max(WATCHDOG_FLOOR_S, WATCHDOG_BATCHES * runner.slowest_batch_s)
 
 
+# A watchdog nap this much longer than asked, with the process's CPU clock nearly still
+# meanwhile, means the whole process was stopped (SIGSTOP, a paused VM): time that says
+# nothing about the engine. An engine that holds the GIL also delays the nap, but burns
+# CPU while it does.
+PAUSE_GAP_S = 1.0
+PAUSE_CPU_SHARE = 0.5
+
+
 async def hung_inference(runner: BatchRunner, settings: Settings) -> str:
-    """Returns (a sentence) once an engine call has run past the limit."""
+    """Returns (a sentence) once an engine call has run past the limit, not counting
+    time the whole process was stopped."""
+    last, last_cpu = time.monotonic(), time.process_time()
+    call: float | None = None
+    stopped_s = 0.0  # of the current engine call
     while True:
         limit = inference_limit_s(runner, settings)
-        await asyncio.sleep(min(limit / 4, 1.0))
+        nap = min(limit / 4, 1.0)
+        await asyncio.sleep(nap)
+        now, cpu = time.monotonic(), time.process_time()
+        gap = now - last - nap
+        stopped = gap > PAUSE_GAP_S and cpu - last_cpu < PAUSE_CPU_SHARE * gap
+        last, last_cpu = now, cpu
         started = runner.inferring_since
-        if started is not None and time.monotonic() - started > limit:
-            return f"an engine call has run {time.monotonic() - started:.1f} s, over {limit:g} s"
+        if started != call:
+            call, stopped_s = started, 0.0
+        if started is not None and stopped:
+            stopped_s += min(gap, now - started)  # the part of the stop within this call
+        if started is not None and now - started - stopped_s > limit:
+            return f"an engine call has run {now - started - stopped_s:.1f} s, over {limit:g} s"
