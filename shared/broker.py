@@ -51,8 +51,10 @@ class Broker(Protocol):
         """Seconds until the queue of `model` (the default one when None) likely has
         room: its depth over the measured throughput; 1 when unknown."""
 
-    async def reserve(self, model: str, count: int) -> Reservation:
-        """Set aside `count` queue places, or raise QueueFull (503) at once."""
+    async def reserve(self, model: str, count: int, deadline: float | None = None) -> Reservation:
+        """Set aside `count` queue places, or raise QueueFull (503) at once: when the
+        queue is full, or when the work ahead would not be done by `deadline` (wall
+        clock; None: no deadline applies) by the rule in shared/admission.py."""
 
     async def release(self, reservation: Reservation) -> None:
         """Give back the places a reservation did not use."""

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(4.0, ge=0)
     max_queue: int = Field(256, ge=1)
     request_timeout_s: float = Field(10.0, gt=0)
+    admit_within_s: float = Field(
+        0.0,
+        ge=0,
+        description="Admit a request only if it is predicted to be answered within this "
+        "many seconds (0: by its deadline, request_timeout_s); tighter refuses sooner",
+    )
 
     # Uploads and decoding
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)

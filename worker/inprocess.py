@@ -7,8 +7,10 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 
+from resnet_serve.shared.admission import admissible, budget_s, retry_after_s
 from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.cpus import cpu_model_name
 from resnet_serve.shared.errors import (
@@ -120,15 +122,28 @@ class InProcessBroker:
     def saturated(self) -> bool:
         return self._queue.qsize() + self._reserved >= self.settings.max_queue
 
-    async def reserve(self, model: str, count: int) -> Reservation:
+    async def reserve(self, model: str, count: int, deadline: float | None = None) -> Reservation:
         if not self.ready():
             raise self.not_ready_error()
         if model not in self.models():
             raise UnknownModel(f"model {model!r} is not served here")
         if self._queue.qsize() + self._reserved + count > self.settings.max_queue:
             raise QueueFull("the inference queue is full", retry_after_s=self.retry_after_s(model))
+        self._admit_in_time(count, deadline)
         self._reserved += count
         return Reservation(model, [str(i) for i in range(count)])
+
+    def _admit_in_time(self, count: int, deadline: float | None) -> None:
+        assert self._runner is not None  # ready
+        rate = self._runner.images_per_s
+        budget = budget_s(deadline, time.time(), self.settings.admit_within_s)
+        fits = admissible(rate, self.settings.max_batch / rate if rate else 0.0, budget)
+        ahead = self._queue.qsize() + self._reserved + self._runner.in_batch
+        if ahead + count > fits:
+            raise QueueFull(
+                f"the {ahead} images queued ahead would not be done in time for this request",
+                retry_after_s=retry_after_s(ahead + count - fits, rate),
+            )
 
     async def release(self, reservation: Reservation) -> None:
         self._reserved -= len(reservation.places)

@@ -63,8 +63,11 @@ class BatchRunner:
         self.max_wait_s = max_batch_wait_ms / 1000
         self.metrics = metrics
         metrics.start_model(model.manifest.name)
-        self.images_per_s = 0.0  # smoothed drain rate, for Retry-After
+        # Smoothed drain rate (admission, Retry-After, autoscaling), seeded from warm-up's
+        # largest batch so that a cold start is not "unknown".
+        self.images_per_s = model.max_batch / model.max_batch_s if model.max_batch_s else 0.0
         self.busy = False  # between taking a batch and delivering its outcomes
+        self.in_batch = 0  # jobs of the batch taken, until delivered
         # When the engine call now running started (monotonic), None otherwise: the
         # watchdog and the liveness probe judge progress from it.
         self.inferring_since: float | None = None
@@ -82,14 +85,14 @@ class BatchRunner:
         try:
             while True:
                 batch = await next_batch(self.queue, self.max_batch, self.max_wait_s)
-                self.busy = True
+                self.busy, self.in_batch = True, len(batch)
                 try:
                     if self._on_take is not None:
                         batch = [job for job in batch if self._on_take(job)]
                     if batch:
                         await self.deliver(await self.run_batch(batch))
                 finally:
-                    self.busy = False
+                    self.busy, self.in_batch = False, 0
         finally:
             # Not waiting: a hung inference thread must not hang the caller too.
             self._executor.shutdown(wait=False, cancel_futures=True)

@@ -122,6 +122,15 @@ class QueueMonitor:
         self._announced = client.register_script(ANNOUNCED)
         self._queues: dict[str, QueueState] = {}
 
+    def drain(self, model: str) -> tuple[float, float]:
+        """(images/s its live workers drain together, one batch's time on one of them),
+        as their heartbeats last said; (0, 0) while unknown."""
+        state = self._queues.get(model)
+        if state is None or not state.capacity_per_s or not state.workers:
+            return 0.0, 0.0
+        per_worker = state.capacity_per_s / state.workers
+        return state.capacity_per_s, self.settings.max_batch / per_worker
+
     def retry_after_s(self, model: str) -> float:
         state = self._queues.get(model)
         if state is None or not state.capacity_per_s:

@@ -29,6 +29,7 @@ from resnet_serve.api.broker.admission_scripts import ADMIT_RESERVED, RESERVE
 from resnet_serve.api.broker.queue_monitor import QueueMonitor
 from resnet_serve.api.broker.redis_probe import RedisProbe
 from resnet_serve.shared import keys as k
+from resnet_serve.shared.admission import admissible, budget_s, retry_after_s
 from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import (
     BrokerUnavailable,
@@ -159,7 +160,7 @@ class RedisBroker:
         self._full_until[model] = time.monotonic() + FULL_KNOWN_S
         return QueueFull("the inference queue is full", retry_after_s=self.retry_after_s(model))
 
-    async def reserve(self, model: str, count: int) -> Reservation:
+    async def reserve(self, model: str, count: int, deadline: float | None = None) -> Reservation:
         if not self.ready():
             raise self.not_ready_error()
         if model not in self.monitor.models:
@@ -168,19 +169,30 @@ class RedisBroker:
         prefix = f"{self.gateway_id}:{uuid.uuid4().hex[:12]}:"
         # A place lives as long as the request may (decode included), then lapses.
         ttl_ms = int(self.settings.request_timeout_s * 1000)
+        # The jobs ahead are counted in the script, cluster-wide, in the same step that
+        # reserves; the drain rate is the workers' own, from their heartbeats.
+        rate, batch_s = self.monitor.drain(model)
+        budget = budget_s(deadline, time.time(), self.settings.admit_within_s)
+        fits = admissible(rate, batch_s, budget)
         # Failed by the probe, like a waiting request, when Redis is lost meanwhile: a
         # reservation sent into a frozen Redis would otherwise wait for socket timeouts.
         with self._waiters.waiting(f"reserve:{prefix}") as lost:
             granted = await self._unless_lost(
                 self._reserve(
                     keys=[self.keys.jobs(model), self.keys.queue_places(model)],
-                    args=[self.settings.max_queue, count, ttl_ms, prefix],
+                    args=[min(self.settings.max_queue, fits), count, ttl_ms, prefix],
                 ),
                 lost,
                 "reserve queue places",
             )
-        if not granted:
-            raise self._full(model)
+        if int(granted) < 0:
+            ahead = -int(granted) - 1
+            if ahead + count > self.settings.max_queue:
+                raise self._full(model)
+            raise QueueFull(
+                f"the {ahead} images queued ahead would not be done in time for this request",
+                retry_after_s=retry_after_s(ahead + count - fits, rate),
+            )
         return Reservation(model, [f"{prefix}{i}" for i in range(1, count + 1)])
 
     async def release(self, reservation: Reservation) -> None:

@@ -113,7 +113,7 @@ async def run(
     request = parsed.request
     output_requests(request, info)  # a bad `outputs` is a 400 before any place is taken
     wanted = min(max(input_count(request), 1), classifier.settings.max_files_per_request)
-    async with queue_places(classifier.broker, info.name, wanted) as places:
+    async with queue_places(classifier.broker, info.name, wanted, deadline) as places:
         return await _run(classifier, info, parsed, binary, request_id, deadline, places)
 
 

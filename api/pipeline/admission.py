@@ -27,10 +27,13 @@ from resnet_serve.shared.metrics import Metrics
 
 
 @contextlib.asynccontextmanager
-async def queue_places(broker: Broker, model: str, count: int) -> AsyncIterator[Reservation]:
-    """`count` queue places for the block's jobs, or QueueFull (503) at once; the places
-    the block did not use are given back when it ends."""
-    reservation = await broker.reserve(model, count)
+async def queue_places(
+    broker: Broker, model: str, count: int, deadline: float | None = None
+) -> AsyncIterator[Reservation]:
+    """`count` queue places for the block's jobs, or QueueFull (503) at once (also when
+    they would not be done by `deadline`); the places the block did not use are given
+    back when it ends."""
+    reservation = await broker.reserve(model, count, deadline)
     try:
         yield reservation
     finally:

@@ -67,7 +67,8 @@ class Classifier:
         if cached is not None:
             return _response(request_id, cached, 0.0, received_at, info, cached=True)
         if reservation is None:
-            async with queue_places(self.broker, info.name, 1) as own:
+            deadline = received_at + self.settings.request_timeout_s
+            async with queue_places(self.broker, info.name, 1, deadline) as own:
                 return await self._classify(upload, info, top_k, key, request_id, received_at, own)
         return await self._classify(upload, info, top_k, key, request_id, received_at, reservation)
 

@@ -13,7 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster import MODEL, NAMESPACE, classify, gateway, images, wait_until, workers
+from tests.cluster import (
+    MODEL,
+    NAMESPACE,
+    classify,
+    fault_settings,
+    gateway,
+    images,
+    wait_until,
+    workers,
+)
 from tests.redis_server import RedisServer
 from tests.servers import Server
 
@@ -98,3 +107,35 @@ def test_refusals_answer_without_reading_or_decoding_the_upload(
         took.sort()
         print(f"refusal median {took[15] * 1000:.1f} ms, worst {took[-1] * 1000:.1f} ms")
         assert redis_server.client().zcard(f"{NAMESPACE}:slots:{MODEL}") == 0
+
+
+def test_admission_across_gateways_refuses_what_would_miss_its_deadline(
+    home: Path, logs: Path, redis_server: RedisServer
+) -> None:
+    """Two gateways, one worker of ~4 images/s (0.5 s batches of 2, the TEST-ONLY fault
+    engine), a 4 s deadline and room for 256 in the queue: 40 clients at once get what
+    can be answered in time, and 503 for the rest; nothing expires in the queue."""
+    settings = fault_settings(500, max_batch="2", request_timeout_s="4")
+    photo = images(1, seed=5)[0]
+    with ExitStack() as stack:
+        (worker,) = stack.enter_context(workers(home, logs, redis_server, "w1", **settings))
+        a = stack.enter_context(gateway(home, logs, redis_server, **settings))
+        b = stack.enter_context(gateway(home, logs, redis_server, **settings))
+        wait_until(lambda: a.metric("resnet_serve_workers", model=MODEL) == 1, 30, "worker seen")
+        wait_until(lambda: b.metric("resnet_serve_workers", model=MODEL) == 1, 30, "worker seen")
+
+        def post(i: int) -> tuple[int, float, str]:
+            start = time.perf_counter()
+            response = classify(a if i % 2 else b, photo)
+            code = response.json().get("error", {}).get("code", "") if response.content else ""
+            return response.status_code, time.perf_counter() - start, code
+
+        with ThreadPoolExecutor(40) as pool:
+            outcomes = list(pool.map(post, range(40)))
+        expired = worker.metric("resnet_serve_expired_jobs_total")
+    statuses = [status for status, _, _ in outcomes]
+    assert set(statuses) <= {200, 503}, statuses
+    assert 6 <= statuses.count(200) <= 20, statuses
+    assert {code for status, _, code in outcomes if status == 503} == {"queue_full"}
+    assert max(took for status, took, _ in outcomes if status == 200) < 4  # the deadline
+    assert expired == 0

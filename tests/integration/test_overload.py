@@ -3,6 +3,7 @@ every decode belongs to a job that entered the queue, and refusals are 503s."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cluster import fault_settings
 from tests.images import jpeg
 from tests.servers import Server, run_server
 
@@ -57,3 +59,50 @@ def test_refused_uploads_are_never_decoded(small_queue: Server) -> None:
         "resnet_serve_expired_jobs_total"
     )
     assert decodes == admitted == statuses.count(200)
+
+
+@pytest.fixture(scope="module")
+def slow_engine(home: Path, logs: Path) -> Iterator[Server]:
+    """A 0.5 s batch of at most 2 (the TEST-ONLY fault engine: a fixed batch time on any
+    machine), a 4 s deadline and a queue far larger than the deadline allows."""
+    with run_server(
+        home,
+        logs,
+        max_batch="2",
+        request_timeout_s="4",
+        max_queue="256",
+        **fault_settings(500),
+    ) as server:
+        yield server
+
+
+def test_admission_refuses_what_would_miss_its_deadline(slow_engine: Server) -> None:
+    """40 clients at once against ~4 images/s and a 4 s deadline: the queue could take
+    all of them, but only what can be answered in time is admitted. Nothing expires in
+    the queue (no 504), admitted requests are answered well inside their deadline, and
+    the refused ones get 503 with a Retry-After at once."""
+    photo = jpeg("chelsea")
+
+    def post(_: int) -> tuple[int, float, httpx.Response]:
+        start = time.perf_counter()
+        response = httpx.post(
+            f"{slow_engine.url}/v1/classify",
+            content=photo,
+            headers={"content-type": "image/jpeg"},
+            timeout=60,
+        )
+        return response.status_code, time.perf_counter() - start, response
+
+    with ThreadPoolExecutor(40) as pool:
+        outcomes = list(pool.map(post, range(40)))
+    statuses = [status for status, _, _ in outcomes]
+    assert set(statuses) <= {200, 503}, statuses
+    assert 6 <= statuses.count(200) <= 20, statuses
+    assert max(took for status, took, _ in outcomes if status == 200) < 4  # the deadline
+    for status, took, response in outcomes:
+        if status == 503:
+            assert response.json()["error"]["code"] == "queue_full"
+            assert "in time" in response.json()["error"]["message"]
+            assert float(response.headers["Retry-After"]) >= 1
+            assert took < 1.5
+    assert slow_engine.metric("resnet_serve_expired_jobs_total") == 0
