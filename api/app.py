@@ -27,6 +27,7 @@ from resnet_serve.api.pipeline.admission import AdmissionGate
 from resnet_serve.api.pipeline.cache import ResponseCache
 from resnet_serve.api.pipeline.classifier import Classifier
 from resnet_serve.api.pipeline.decoding import DecodePool
+from resnet_serve.api.pipeline.hangups import CancelOnHangUp
 from resnet_serve.api.v1 import routes as v1_routes
 from resnet_serve.api.web import page
 from resnet_serve.api.web.docs import install_docs
@@ -121,5 +122,6 @@ def _add_middleware(app: FastAPI, settings: Settings, broker: Broker, metrics: M
     if keys:
         exempt = [path.strip() for path in settings.auth_exempt_paths.split(",") if path.strip()]
         app.add_middleware(ApiKeyAuth, keys=keys, exempt_paths=exempt, metrics=metrics)
+    app.add_middleware(CancelOnHangUp, metrics=metrics)
     app.add_middleware(RequestContext, metrics=metrics)  # ids and metrics for all
     app.add_middleware(CloseUnfinishedBodies)  # outermost: sees every answer

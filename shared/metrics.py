@@ -162,6 +162,12 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.cancelled_jobs = Counter(
+            "resnet_serve_cancelled_jobs_total",
+            "Jobs skipped before inference because their client had hung up",
+            ["model"],
+            registry=r,
+        )
         self.max_batch = Gauge(
             "resnet_serve_max_batch",
             "Largest batch the engine runs (batch fill ratio = batch size / this)",
@@ -198,6 +204,7 @@ class Metrics:
         series (and `rate()` works) before the first event happens."""
         for metric in (
             self.expired_jobs,
+            self.cancelled_jobs,
             self.reclaimed_jobs,
             self.dead_lettered,
             self.lost_leases,

@@ -41,6 +41,11 @@ class Waiters:
             else:
                 future.cancel()
 
+    def wanted(self, key: str) -> bool:
+        """Whether a request still waits for `key`'s outcome (its client may have gone)."""
+        future = self._futures.get(key)
+        return future is not None and not future.done()
+
     @staticmethod
     async def outcome(future: asyncio.Future[Result], deadline: float) -> Result:
         """The job's result by its deadline (wall clock), else DeadlineExceeded."""

@@ -62,6 +62,9 @@ class InProcessBroker:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._reserved = 0  # places set aside for requests still decoding
+        # Jobs whose client left while they were queued: skipped when taken, and not
+        # counted as work ahead meanwhile.
+        self._abandoned: set[str] = set()
 
     async def start(self) -> None:
         # Building, loading and warming take seconds of CPU: keep the loop responsive.
@@ -74,6 +77,7 @@ class InProcessBroker:
             max_batch=self.settings.max_batch,
             max_batch_wait_ms=self.settings.max_batch_wait_ms,
             metrics=self.metrics,
+            on_take=self._wanted,
         )
         self._runner.start_thread()
         lower_loop_priority(self.settings.loop_nice)
@@ -82,6 +86,14 @@ class InProcessBroker:
         self.metrics.max_batch.labels(name).set(self.settings.max_batch)
         self._task = asyncio.create_task(self._runner.run(), name="batch-runner")
         self._task.add_done_callback(self._runner_stopped)
+
+    def _wanted(self, job: Job) -> bool:
+        """A job whose request is gone (its client hung up) is skipped before inference."""
+        if self._waiters.wanted(job.job_id):
+            return True
+        self._abandoned.discard(job.job_id)
+        self.metrics.cancelled_jobs.labels(job.model).inc()
+        return False
 
     def _runner_stopped(self, task: asyncio.Task[None]) -> None:
         """The runner must never stop while serving: if it does, fail loudly, not silently."""
@@ -138,7 +150,7 @@ class InProcessBroker:
         rate = self._runner.images_per_s
         budget = budget_s(deadline, time.time(), self.settings.admit_within_s)
         fits = admissible(rate, self.settings.max_batch / rate if rate else 0.0, budget)
-        ahead = self._queue.qsize() + self._reserved + self._runner.in_batch
+        ahead = self._queue.qsize() - len(self._abandoned) + self._reserved + self._runner.in_batch
         if ahead + count > fits:
             raise QueueFull(
                 f"the {ahead} images queued ahead would not be done in time for this request",
@@ -166,7 +178,11 @@ class InProcessBroker:
                 raise QueueFull(
                     "the inference queue is full", retry_after_s=self.retry_after_s(job.model)
                 ) from None
-            return await self._waiters.outcome(future, job.deadline)
+            try:
+                return await self._waiters.outcome(future, job.deadline)
+            except asyncio.CancelledError:  # the client left (api/pipeline/hangups.py)
+                self._abandoned.add(job.job_id)
+                raise
 
     def retry_after_s(self, model: str | None = None) -> float:
         rate = self._runner.images_per_s if self._runner else 0.0
@@ -174,6 +190,7 @@ class InProcessBroker:
 
     async def _deliver(self, outcomes: list[tuple[Job, Result | ServeError]]) -> None:
         for job, outcome in outcomes:
+            self._abandoned.discard(job.job_id)  # left after its batch was taken
             self._waiters.resolve(job.job_id, outcome)
 
     async def close(self) -> None:
