@@ -98,6 +98,12 @@ class DeadlineExceeded(ServeError):
     status, code = 504, "deadline_exceeded"
 
 
+class ClientClosed(ServeError):
+    """The client left before its job ran: the job is skipped (nobody reads this)."""
+
+    status, code = 499, "client_closed"
+
+
 class InferenceFailed(ServeError):
     status, code = 500, "inference_failed"
 

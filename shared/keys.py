@@ -39,6 +39,10 @@ class Keys:
         """Stream of jobs that failed `max_deliveries` times (headers and reason only)."""
         return f"{self.namespace}:dead:{model}"
 
+    def cancels(self, model: str) -> str:
+        """Pub/sub channel: ids of a model's jobs whose client left; workers skip them."""
+        return f"{self.namespace}:cancel:{model}"
+
     def reply(self, gateway_id: str) -> str:
         """List of results for one gateway instance (TTL `REPLY_TTL_S`, refreshed per push)."""
         return f"{self.namespace}:reply:{gateway_id}"

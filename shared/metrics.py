@@ -54,7 +54,8 @@ class Metrics:
         worker = self.registry if WORKER in roles else None
         self._http(gateway)
         self._queue(gateway, gateway if distributed else None)
-        self._worker(worker, worker if distributed else None)
+        self._worker(worker)
+        self._held_jobs(worker, worker if distributed else None)
 
     def _http(self, r: CollectorRegistry | None) -> None:
         """The gateway's requests, decodes, cache and errors."""
@@ -133,8 +134,8 @@ class Metrics:
             registry=rd,
         )
 
-    def _worker(self, r: CollectorRegistry | None, rd: CollectorRegistry | None) -> None:
-        """Batches, engine time and held jobs, as the process that infers sees them."""
+    def _worker(self, r: CollectorRegistry | None) -> None:
+        """Batches and engine time, as the process that infers sees them."""
         self.queue_wait_seconds = Histogram(
             "resnet_serve_queue_wait_seconds",
             "Time a job waited between enqueue and the start of its batch's inference",
@@ -156,6 +157,9 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+
+    def _held_jobs(self, r: CollectorRegistry | None, rd: CollectorRegistry | None) -> None:
+        """Jobs not inferred (expired, cancelled), held jobs' leases, and the batch limit."""
         self.expired_jobs = Counter(
             "resnet_serve_expired_jobs_total",
             "Jobs dropped before inference because their deadline had passed",

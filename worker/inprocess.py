@@ -77,7 +77,7 @@ class InProcessBroker:
             max_batch=self.settings.max_batch,
             max_batch_wait_ms=self.settings.max_batch_wait_ms,
             metrics=self.metrics,
-            on_take=self._wanted,
+            cancelled=self._abandoned_job,
         )
         self._runner.start_thread()
         lower_loop_priority(self.settings.loop_nice)
@@ -87,13 +87,9 @@ class InProcessBroker:
         self._task = asyncio.create_task(self._runner.run(), name="batch-runner")
         self._task.add_done_callback(self._runner_stopped)
 
-    def _wanted(self, job: Job) -> bool:
+    def _abandoned_job(self, job: Job) -> bool:
         """A job whose request is gone (its client hung up) is skipped before inference."""
-        if self._waiters.wanted(job.job_id):
-            return True
-        self._abandoned.discard(job.job_id)
-        self.metrics.cancelled_jobs.labels(job.model).inc()
-        return False
+        return not self._waiters.wanted(job.job_id)
 
     def _runner_stopped(self, task: asyncio.Task[None]) -> None:
         """The runner must never stop while serving: if it does, fail loudly, not silently."""

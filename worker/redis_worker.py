@@ -36,6 +36,7 @@ from resnet_serve.shared.settings import Settings
 from resnet_serve.shared.supervise import cancel_all, reconnecting
 from resnet_serve.shared.wire import MalformedMessage, decode_job
 from resnet_serve.worker.answering import Answering, Held
+from resnet_serve.worker.cancels import CancelledJobs, listen
 from resnet_serve.worker.failures import failure_of
 from resnet_serve.worker.keepalive import heartbeat, renew_leases
 from resnet_serve.worker.leases import Leases
@@ -103,6 +104,7 @@ class RedisWorker:
         self._stopping = asyncio.Event()
         self._group_lost = False
         self._next_reclaim = 0.0  # when to look for lapsed leases next
+        self.cancelled = CancelledJobs(settings.request_timeout_s)
         self.runner = BatchRunner(
             model,
             self._queue,
@@ -111,6 +113,7 @@ class RedisWorker:
             max_batch_wait_ms=settings.max_batch_wait_ms,
             metrics=metrics,
             on_take=self._taken,
+            cancelled=self.cancelled,
         )
 
     @property
@@ -137,6 +140,10 @@ class RedisWorker:
         helpers = [
             asyncio.create_task(renew_leases(self), name="lease-renewer"),
             asyncio.create_task(heartbeat(self), name="heartbeat"),
+            asyncio.create_task(
+                listen(self._client, self.keys.cancels(self.name), self.cancelled),
+                name="cancels",
+            ),
         ]
         stopping = asyncio.create_task(self._stopping.wait(), name="stop")
         tasks = [stopping, runner, reader, watchdog, *helpers]

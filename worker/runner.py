@@ -15,7 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from resnet_serve.shared.errors import DeadlineExceeded, InferenceFailed, ServeError
+from resnet_serve.shared.errors import (
+    ClientClosed,
+    DeadlineExceeded,
+    InferenceFailed,
+    ServeError,
+)
 from resnet_serve.shared.jobs import Job, Prediction, Result
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.worker.batching import next_batch
@@ -55,6 +60,7 @@ class BatchRunner:
         max_batch_wait_ms: float,
         metrics: Metrics,
         on_take: Callable[[Job], bool] | None = None,
+        cancelled: Callable[[Job], bool] = lambda job: False,
     ) -> None:
         self.model = model
         self.queue = queue
@@ -74,6 +80,8 @@ class BatchRunner:
         self.slowest_batch_s = model.max_batch_s  # engine time, warm-up included
         # Called once per job as its batch is taken; False drops the job (no longer held).
         self._on_take = on_take
+        # True for a job whose client left: answered ClientClosed, never inferred.
+        self._cancelled = cancelled
         self._failed_alone: set[str] = set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
 
@@ -106,6 +114,9 @@ class BatchRunner:
             if job.expired(now):
                 self.metrics.expired_jobs.labels(name).inc()
                 outcomes.append((job, DeadlineExceeded("the deadline passed while queued")))
+            elif self._cancelled(job):
+                self.metrics.cancelled_jobs.labels(name).inc()
+                outcomes.append((job, ClientClosed("the client left before inference")))
             else:
                 live.append(job)
         for job in live:

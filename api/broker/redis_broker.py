@@ -18,8 +18,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Mapping
-from typing import Any, TypeVar, cast
+from collections.abc import Mapping
+from typing import cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -27,7 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resnet_serve.api.broker.admission_scripts import ADMIT_RESERVED, RESERVE
 from resnet_serve.api.broker.queue_monitor import QueueMonitor
-from resnet_serve.api.broker.redis_probe import RedisProbe
+from resnet_serve.api.broker.redis_probe import RedisProbe, unless_lost
 from resnet_serve.shared import keys as k
 from resnet_serve.shared.admission import admissible, budget_s, retry_after_s
 from resnet_serve.shared.broker import Reservation
@@ -40,7 +40,6 @@ from resnet_serve.shared.errors import (
     UnknownModel,
 )
 from resnet_serve.shared.jobs import Job, ModelInfo, Result, WorkerInfo
-from resnet_serve.shared.logs import Summarised
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.redis_client import redacted, redis_client
 from resnet_serve.shared.settings import Settings
@@ -49,9 +48,7 @@ from resnet_serve.shared.waiters import Waiters
 from resnet_serve.shared.wire import MalformedMessage, decode_reply, encode_job
 
 log = logging.getLogger(__name__)
-_redis_errors = Summarised(log)  # one line per command kind per 10 s
 
-T = TypeVar("T")
 
 REPLY_BLOCK_S = 1.0
 WORKER_POLL_S = 0.1  # how often a request waiting for a first worker looks again
@@ -83,6 +80,7 @@ class RedisBroker:
         self._reserve = self._client.register_script(RESERVE)
         self._waiters = Waiters()
         self._full_until: dict[str, float] = {}  # model -> until when "full" is known
+        self._background: set[asyncio.Task[object]] = set()  # cancellation notices
         self.monitor = QueueMonitor(settings, metrics, self._client)
         # Requests waiting when a model's last worker is gone hear so now, not at their
         # deadline (within a registration TTL plus one monitor round).
@@ -177,7 +175,7 @@ class RedisBroker:
         # Failed by the probe, like a waiting request, when Redis is lost meanwhile: a
         # reservation sent into a frozen Redis would otherwise wait for socket timeouts.
         with self._waiters.waiting(f"reserve:{prefix}") as lost:
-            granted = await self._unless_lost(
+            granted = await unless_lost(
                 self._reserve(
                     keys=[self.keys.jobs(model), self.keys.queue_places(model)],
                     args=[min(self.settings.max_queue, fits), count, ttl_ms, prefix],
@@ -212,7 +210,7 @@ class RedisBroker:
         # Registered before the job is visible to any worker, so no reply can be missed.
         with self._waiters.waiting(job.job_id, group=job.model) as future:
             fields = encode_job(job, self.reply_to)
-            entry = await self._unless_lost(
+            entry = await unless_lost(
                 self._admit(
                     keys=[self.keys.jobs(job.model), self.keys.queue_places(job.model)],
                     args=[
@@ -227,28 +225,19 @@ class RedisBroker:
             )
             if entry is None:
                 raise self._full(job.model)
-            return await self._waiters.outcome(future, job.deadline)
+            try:
+                return await self._waiters.outcome(future, job.deadline)
+            except asyncio.CancelledError:  # the client left (api/pipeline/hangups.py)
+                self._announce_cancelled(job)
+                raise
 
-    @staticmethod
-    async def _unless_lost(command: Awaitable[T], waiter: asyncio.Future[Result], doing: str) -> T:
-        """Await a Redis command, unless Redis is lost first (the probe fails `waiter`):
-        a command to a frozen Redis would otherwise hold the request for its timeouts.
-        A Redis error is the request's 503 `broker_unavailable`."""
-        task = asyncio.ensure_future(command)
-        both: set[asyncio.Future[Any]] = {task, waiter}
-        await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
-        if not task.done() and waiter.done() and not waiter.cancelled():
-            lost = waiter.exception()
-            if lost is not None:
-                task.cancel()
-                raise lost
-        try:
-            return await task
-        except RedisError as exc:
-            _redis_errors.warning(doing, "could not %s: %r", doing, exc)
-            raise BrokerUnavailable(
-                "the job queue (Redis) is unreachable", retry_after_s=1
-            ) from None
+    def _announce_cancelled(self, job: Job) -> None:
+        """Tell the workers to skip the job (best effort, in the background)."""
+        notice = self._client.publish(self.keys.cancels(job.model), job.job_id)
+        task = asyncio.ensure_future(notice)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def close(self) -> None:
         """Drain: stop admitting, wait for in-flight requests (bounded), stop the loops."""

@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from resnet_serve.shared.errors import BrokerUnavailable
+from resnet_serve.shared.jobs import Result
+from resnet_serve.shared.logs import Summarised
 from resnet_serve.shared.redis_client import redis_client
 from resnet_serve.shared.settings import Settings
 
 log = logging.getLogger(__name__)
+_redis_errors = Summarised(log)  # one line per command kind per 10 s
+T = TypeVar("T")
 
 PROBE_INTERVAL_S = 0.2
 
@@ -49,3 +55,22 @@ class RedisProbe:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+async def unless_lost(command: Awaitable[T], waiter: asyncio.Future[Result], doing: str) -> T:
+    """Await a request's Redis command, unless Redis is lost first (the probe fails
+    `waiter`): a command to a frozen Redis would otherwise hold the request for its
+    timeouts. A Redis error is the request's 503 `broker_unavailable`."""
+    task = asyncio.ensure_future(command)
+    both: set[asyncio.Future[Any]] = {task, waiter}
+    await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+    if not task.done() and waiter.done() and not waiter.cancelled():
+        lost = waiter.exception()
+        if lost is not None:
+            task.cancel()
+            raise lost
+    try:
+        return await task
+    except RedisError as exc:
+        _redis_errors.warning(doing, "could not %s: %r", doing, exc)
+        raise BrokerUnavailable("the job queue (Redis) is unreachable", retry_after_s=1) from None

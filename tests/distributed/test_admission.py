@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -139,3 +140,42 @@ def test_admission_across_gateways_refuses_what_would_miss_its_deadline(
     assert {code for status, _, code in outcomes if status == 503} == {"queue_full"}
     assert max(took for status, took, _ in outcomes if status == 200) < 4  # the deadline
     assert expired == 0
+
+
+def test_jobs_whose_client_left_are_skipped_by_the_worker(
+    home: Path, logs: Path, redis_server: RedisServer
+) -> None:
+    """Two requests keep the worker busy (0.5 s batches of 1); four clients send theirs
+    and hang up while queued; an honest one comes last. The gateway tells the workers;
+    the four are skipped before inference (counted), only three images are inferred."""
+    settings = fault_settings(500, max_batch="1", request_timeout_s="20")
+    photo = images(1, seed=6)[0]
+    with ExitStack() as stack:
+        (worker,) = stack.enter_context(workers(home, logs, redis_server, "w1", **settings))
+        server = stack.enter_context(gateway(home, logs, redis_server, **settings))
+        port = int(server.url.rsplit(":", 1)[1])
+        request = (
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            + f"Content-Length: {len(photo)}\r\n\r\n".encode()
+            + photo
+        )
+        with ThreadPoolExecutor(3) as pool:
+            busy = [pool.submit(classify, server, photo) for _ in range(2)]
+            time.sleep(0.2)
+            hangers = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+            for sock in hangers:
+                sock.sendall(request)
+            time.sleep(0.3)
+            for sock in hangers:
+                sock.close()
+            time.sleep(0.1)
+            honest = pool.submit(classify, server, photo)
+            assert [f.result().status_code for f in busy] == [200, 200]
+            assert honest.result().status_code == 200
+
+        def skipped() -> float:
+            return worker.metric("resnet_serve_cancelled_jobs_total", model=MODEL)
+
+        wait_until(lambda: skipped() == 4, 15, "four skipped jobs")
+        assert worker.metric("resnet_serve_batch_size_sum") == 3
+        assert server.metric("resnet_serve_requests_total", status="499") == 4
