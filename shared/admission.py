@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import random
 
+from resnet_serve.shared.errors import DeadlineExceeded
+
 ADMIT_SHARE = 0.8
 UNLIMITED = 1 << 30
 
@@ -41,3 +43,11 @@ def retry_after_s(excess: int, rate_per_s: float) -> float:
     if rate_per_s <= 0:
         return 1.0
     return max(1.0, excess / rate_per_s * random.uniform(1.0, 1.5))
+
+
+def check_not_too_late(count: int, fits: int, budget: float | None) -> None:
+    """DeadlineExceeded (504) when the request could not be answered in time even with
+    nothing ahead of it (its deadline passed, or is shorter than its own inference):
+    not an overload, so no Retry-After would help."""
+    if budget is not None and (budget <= 0 or count > fits):
+        raise DeadlineExceeded("the request's deadline leaves no time for its inference")

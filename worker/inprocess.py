@@ -10,7 +10,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from resnet_serve.shared.admission import admissible, budget_s, retry_after_s
+from resnet_serve.shared.admission import (
+    admissible,
+    budget_s,
+    check_not_too_late,
+    retry_after_s,
+)
 from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.cpus import cpu_model_name
 from resnet_serve.shared.errors import (
@@ -146,6 +151,7 @@ class InProcessBroker:
         rate = self._runner.images_per_s
         budget = budget_s(deadline, time.time(), self.settings.admit_within_s)
         fits = admissible(rate, self.settings.max_batch / rate if rate else 0.0, budget)
+        check_not_too_late(count, fits, budget)
         ahead = self._queue.qsize() - len(self._abandoned) + self._reserved + self._runner.in_batch
         if ahead + count > fits:
             raise QueueFull(

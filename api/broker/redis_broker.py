@@ -29,7 +29,12 @@ from resnet_serve.api.broker.admission_scripts import ADMIT_RESERVED, RESERVE
 from resnet_serve.api.broker.queue_monitor import QueueMonitor
 from resnet_serve.api.broker.redis_probe import RedisProbe, unless_lost
 from resnet_serve.shared import keys as k
-from resnet_serve.shared.admission import admissible, budget_s, retry_after_s
+from resnet_serve.shared.admission import (
+    admissible,
+    budget_s,
+    check_not_too_late,
+    retry_after_s,
+)
 from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import (
     BrokerUnavailable,
@@ -172,6 +177,7 @@ class RedisBroker:
         rate, batch_s = self.monitor.drain(model)
         budget = budget_s(deadline, time.time(), self.settings.admit_within_s)
         fits = admissible(rate, batch_s, budget)
+        check_not_too_late(count, fits, budget)
         # Failed by the probe, like a waiting request, when Redis is lost meanwhile: a
         # reservation sent into a frozen Redis would otherwise wait for socket timeouts.
         with self._waiters.waiting(f"reserve:{prefix}") as lost:
