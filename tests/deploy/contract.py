@@ -33,6 +33,7 @@ WORKER_METRICS = {
     "resnet_serve_inference_duration_seconds": "histogram",
     "resnet_serve_queue_wait_seconds": "histogram",
     "resnet_serve_expired_jobs_total": "counter",
+    "resnet_serve_cancelled_jobs_total": "counter",
     "resnet_serve_reclaimed_jobs_total": "counter",
     "resnet_serve_dead_lettered_total": "counter",
     "resnet_serve_lost_leases_total": "counter",

@@ -160,7 +160,12 @@ def test_a_full_queue_answers_503_with_retry_after(home: Path, logs: Path) -> No
         assert classify(server, data[0]).status_code == 200
 
 
-def test_requests_past_their_deadline_get_504_and_are_never_run(home: Path, logs: Path) -> None:
+def test_requests_that_cannot_make_their_deadline_are_refused_or_expire_unrun(
+    home: Path, logs: Path
+) -> None:
+    """An 80 ms deadline under 32 parallel uploads: what could not be answered in time is
+    refused at admission (503 queue_full, or 504 when not even its own inference fits),
+    or expires in the queue unrun (504); no job runs twice, none after expiring."""
     with run_server(
         home,
         logs,
@@ -176,14 +181,16 @@ def test_requests_past_their_deadline_get_504_and_are_never_run(home: Path, logs
         data = [encode(view, "PNG") for view in crops(32, seed=5)]
         with ThreadPoolExecutor(32) as pool:
             responses = list(pool.map(lambda d: classify(server, d), data))
-        late = [r for r in responses if r.status_code == 504]
-        assert late, [r.status_code for r in responses]
-        assert all(r.json()["error"]["code"] == "deadline_exceeded" for r in late)
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {200, 503, 504}, statuses
+        assert {503, 504} & set(statuses), statuses
+        codes = {r.status_code: r.json()["error"]["code"] for r in responses if r.status_code > 200}
+        assert codes.get(503, "queue_full") == "queue_full"
+        assert codes.get(504, "deadline_exceeded") == "deadline_exceeded"
         ran = server.metric("resnet_serve_batch_size_sum")
         expired = server.metric("resnet_serve_expired_jobs_total")
-        assert expired > 0
         assert ran + expired <= len(data) + 1  # warm-up is not counted; nothing ran twice
-        assert {r.status_code for r in responses} <= {200, 504}
+        assert ran >= statuses.count(200)
 
 
 def test_cli_predict_prints_a_table(home: Path, tmp_path: Path) -> None:
