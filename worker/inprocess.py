@@ -148,7 +148,7 @@ class InProcessBroker:
 
     def _admit_in_time(self, count: int, deadline: float | None) -> None:
         assert self._runner is not None  # ready
-        rate = self._runner.images_per_s
+        rate = self._runner.drain_per_s()
         budget = budget_s(deadline, time.time(), self.settings.admit_within_s)
         fits = admissible(rate, self.settings.max_batch / rate if rate else 0.0, budget)
         check_not_too_late(count, fits, budget)
