@@ -16,7 +16,10 @@ import random
 
 from resnet_serve.shared.errors import DeadlineExceeded
 
-ADMIT_SHARE = 0.8
+# The prediction is a mean; within 0.6 of the budget it stands in for a p90 within 0.8
+# (measured: at 0.8, 400 closed-loop clients saw admitted p99 of 9.1 s for a 10 s
+# deadline on 2 cores; at 0.6, 6.7 s: benchmarks/bench_overload.py).
+ADMIT_SHARE = 0.6
 UNLIMITED = 1 << 30
 
 

@@ -136,7 +136,7 @@ def test_admission_across_gateways_refuses_what_would_miss_its_deadline(
         expired = worker.metric("resnet_serve_expired_jobs_total")
     statuses = [status for status, _, _ in outcomes]
     assert set(statuses) <= {200, 503}, statuses
-    assert 6 <= statuses.count(200) <= 20, statuses
+    assert 4 <= statuses.count(200) <= 20, statuses
     assert {code for status, _, code in outcomes if status == 503} == {"queue_full"}
     assert max(took for status, took, _ in outcomes if status == 200) < 4  # the deadline
     assert expired == 0

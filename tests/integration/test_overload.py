@@ -98,7 +98,7 @@ def test_admission_refuses_what_would_miss_its_deadline(slow_engine: Server) -> 
         outcomes = list(pool.map(post, range(40)))
     statuses = [status for status, _, _ in outcomes]
     assert set(statuses) <= {200, 503}, statuses
-    assert 6 <= statuses.count(200) <= 20, statuses
+    assert 4 <= statuses.count(200) <= 20, statuses
     assert max(took for status, took, _ in outcomes if status == 200) < 4  # the deadline
     for status, took, response in outcomes:
         if status == 503:
