@@ -62,8 +62,9 @@ def main() -> None:
     reference = probabilities(ServingModule(base, spec.mean, spec.std), data.holdout)
     print(f"{len(data.holdout)} held-out crops of {data.holdout_photos} photos ({data.source})")
     print(
-        "\n| noise sigma | top-1 agreement | confident crops (agreement) | estimated drop (bound), pt | gate |"
-    )  # noqa: E501
+        "\n| noise sigma | top-1 agreement | confident crops (agreement) "
+        "| estimated drop (bound), pt | gate |"
+    )
     print("|---|---|---|---|---|")
     for sigma in SIGMAS:
         candidate = ServingModule(perturbed(base, sigma, seed=1), spec.mean, spec.std)
