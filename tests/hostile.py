@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import socket
 import struct
 import threading
 import time
@@ -165,3 +166,19 @@ class Prober:
     @property
     def worst_s(self) -> float:
         return max(self.latencies, default=0.0)
+
+
+def hang_up_after_sending(port: int, body: bytes, clients: int, after_s: float) -> None:
+    """`clients` connections each send a whole raw upload, wait `after_s` (their jobs
+    are queued by then) and hang up without reading the answer."""
+    request = (
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    hangers = [socket.create_connection(("127.0.0.1", port)) for _ in range(clients)]
+    for sock in hangers:
+        sock.sendall(request)
+    time.sleep(after_s)
+    for sock in hangers:
+        sock.close()

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resnet_serve.api.broker.admission_scripts import ADMIT_RESERVED, RESERVE
+from resnet_serve.api.broker.queue_monitor import INTERVAL_S as MONITOR_INTERVAL_S
 from resnet_serve.api.broker.queue_monitor import QueueMonitor
 from resnet_serve.api.broker.redis_probe import RedisProbe, unless_lost
 from resnet_serve.shared import keys as k
@@ -88,10 +89,10 @@ class RedisBroker:
         self._background: set[asyncio.Task[object]] = set()  # cancellation notices
         self.monitor = QueueMonitor(settings, metrics, self._client)
         # Requests waiting when a model's last worker is gone hear so now, not at their
-        # deadline (within a registration TTL plus one monitor round).
-        self.monitor.on_no_workers = lambda model: self._waiters.fail_all(
-            lambda: self._no_workers(model), group=model
-        )
+        # deadline (within a registration TTL plus one monitor round), or once the
+        # scale-from-zero wait has passed without a new worker, when one is set.
+        self._gone_since: dict[str, tuple[float, float]] = {}  # (since, last seen gone)
+        self.monitor.on_no_workers = self._workers_gone
         self.probe = RedisProbe(settings, self._fail_in_flight)
         # The dispatcher beats after every read (at least every REPLY_BLOCK_S).
         self.replies = LoopHealth(stale_after_s=REPLY_BLOCK_S + 4)
@@ -143,6 +144,15 @@ class RedisBroker:
             if time.monotonic() >= deadline:
                 raise self._no_workers(model)
             await asyncio.sleep(WORKER_POLL_S)
+
+    def _workers_gone(self, model: str) -> None:  # each monitor round that finds none
+        now = time.monotonic()
+        since, last = self._gone_since.get(model, (now, now))
+        if now - last > 3 * MONITOR_INTERVAL_S:  # workers came back in between
+            since = now
+        self._gone_since[model] = (since, now)
+        if now - since >= self.settings.scale_from_zero_wait_s:
+            self._waiters.fail_all(lambda: self._no_workers(model), group=model)
 
     def _no_workers(self, model: str) -> NoWorkers:
         wait = self.settings.scale_from_zero_wait_s

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -24,6 +23,7 @@ from tests.cluster import (
     wait_until,
     workers,
 )
+from tests.hostile import hang_up_after_sending
 from tests.redis_server import RedisServer
 from tests.servers import Server
 
@@ -154,20 +154,10 @@ def test_jobs_whose_client_left_are_skipped_by_the_worker(
         (worker,) = stack.enter_context(workers(home, logs, redis_server, "w1", **settings))
         server = stack.enter_context(gateway(home, logs, redis_server, **settings))
         port = int(server.url.rsplit(":", 1)[1])
-        request = (
-            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-            + f"Content-Length: {len(photo)}\r\n\r\n".encode()
-            + photo
-        )
         with ThreadPoolExecutor(3) as pool:
             busy = [pool.submit(classify, server, photo) for _ in range(2)]
             time.sleep(0.2)
-            hangers = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
-            for sock in hangers:
-                sock.sendall(request)
-            time.sleep(0.3)
-            for sock in hangers:
-                sock.close()
+            hang_up_after_sending(port, photo, clients=4, after_s=0.3)
             time.sleep(0.1)
             honest = pool.submit(classify, server, photo)
             assert [f.result().status_code for f in busy] == [200, 200]

@@ -227,8 +227,9 @@ def test_sigterm_on_a_gateway_drains_in_flight_requests(
     home: Path, logs: Path, redis_server: RedisServer
 ) -> None:
     """Requests are held in flight (no worker runs) when the gateway gets SIGTERM; it
-    keeps serving them until a worker answers, then exits."""
-    settings = {"request_timeout_s": "30"}
+    keeps serving them until a worker answers, then exits. (The scale-from-zero wait
+    keeps them waiting for the new worker past the old one's registration.)"""
+    settings = {"request_timeout_s": "30", "scale_from_zero_wait_s": "20"}
     with cluster(home, logs, redis_server, ("first",), **settings) as (server, (first,)):
         stop_process(first.process)
         with ThreadPoolExecutor(8) as pool:

@@ -392,3 +392,37 @@ def test_parallel_kserve_json_is_charged_only_while_it_is_parsed(server: Server)
     with ThreadPoolExecutor(12) as pool:
         statuses = list(pool.map(infer, range(24)))
     assert statuses == [200] * 24
+
+
+@pytest.fixture(scope="module")
+def crowded(home: Path, logs: Path) -> Iterator[Server]:
+    """16 connections at most, and a long grace for slow bodies."""
+    with run_server(
+        home,
+        logs,
+        "--weights",
+        "random",
+        max_connections="16",
+        min_body_rate_bytes_s=str(MIN_BODY_RATE),
+        body_rate_grace_s="60",
+        body_timeout_s="60",
+    ) as started:
+        yield started
+
+
+def test_at_the_cap_the_slowest_body_makes_room_for_a_new_client(crowded: Server) -> None:
+    """Sixteen connections dribbling bodies fill the cap, well inside their grace period;
+    new clients are still answered: one at the cap closes the slowest dribbler instead
+    of being refused (idle connections are not evicted: see the cap test above)."""
+    dribblers = [socket.create_connection(("127.0.0.1", port(crowded))) for _ in range(16)]
+    try:
+        for sock in dribblers:
+            sock.sendall(upload_head(1_000_000) + b"\x89PNG")
+        time.sleep(0.5)
+        statuses = [classify(crowded, jpeg("chelsea")).status_code for _ in range(3)]
+        evicted = sum(closed_by_server(sock, 0.5) is not None for sock in dribblers)
+    finally:
+        for sock in dribblers:
+            sock.close()
+    assert statuses == [200, 200, 200]
+    assert evicted >= 1  # the first new client's room (each closes its connection after)
