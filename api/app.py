@@ -19,6 +19,7 @@ from resnet_serve.api.bulk.store import BulkStore
 from resnet_serve.api.dependencies import Gateway
 from resnet_serve.api.error_handlers import install_error_handlers
 from resnet_serve.api.kserve import routes as kserve_routes
+from resnet_serve.api.kserve import statistics_routes as kserve_statistics
 from resnet_serve.api.kserve.parsing import HeaderParser
 from resnet_serve.api.limits.budget import build_budgets
 from resnet_serve.api.limits.unfinished import CloseUnfinishedBodies
@@ -71,9 +72,17 @@ def lifespan(gateway: Gateway) -> Callable[[FastAPI], AsyncContextManager[None]]
                 log.critical("startup failed: %s", gateway.startup_failure)
 
         starting.add_done_callback(started)
+        grpc_server = None
+        if gateway.settings.grpc_port:
+            from resnet_serve.api.grpc.server import GrpcServer
+
+            grpc_server = GrpcServer(gateway)
+            await grpc_server.start()
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(gateway.settings.request_timeout_s)
             if not starting.done():
                 starting.cancel()
             with contextlib.suppress(BaseException):
@@ -108,6 +117,7 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
     # Documented where they work; a standalone server still answers them with a 501.
     app.include_router(bulk_routes.router, include_in_schema=gateway.bulk_store is not None)
     install_docs(app)
+    app.include_router(kserve_statistics.router)  # before /v2/models/{m}
     app.include_router(kserve_routes.router)
     app.include_router(page.router)
     install_error_handlers(app)

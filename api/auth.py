@@ -37,7 +37,7 @@ class ApiKeyAuth:
         self, app: ASGIApp, keys: list[str], exempt_paths: list[str], metrics: Metrics
     ) -> None:
         self.app = app
-        self.digests = [hashlib.sha256(key.encode()).digest() for key in keys]
+        self.keys = ApiKeys(keys)
         self.exempt_paths = exempt_paths
         self.metrics = metrics
 
@@ -65,11 +65,25 @@ class ApiKeyAuth:
 
     def _allowed(self, scope: Scope) -> bool:
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-        scheme, _, offered = header.partition(" ")
+        return self.keys.bearer(header)
+
+
+class ApiKeys:
+    """The configured keys, as digests; shared by HTTP and gRPC."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.digests = [hashlib.sha256(key.encode()).digest() for key in keys]
+
+    def bearer(self, authorization: str) -> bool:
+        """Whether an `Authorization` value is `Bearer <a configured key>`."""
+        scheme, _, offered = authorization.partition(" ")
+        return self.matches(offered) and scheme.lower() == "bearer"
+
+    def matches(self, offered: str) -> bool:
         digest = hashlib.sha256(offered.strip().encode()).digest()
         # Compare against every key (no early exit): the time taken does not depend on
         # which key, if any, matched.
         matched = False
         for key in self.digests:
             matched |= hmac.compare_digest(digest, key)
-        return matched and scheme.lower() == "bearer"
+        return matched

@@ -148,6 +148,26 @@ class Settings(BaseSettings):
         2048, ge=1, description="Open connections; beyond, new ones are closed at once"
     )
 
+    # gRPC (api/grpc/): the Open Inference Protocol beside HTTP, in the same process
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="The gRPC port (Triton's default); 0: no gRPC server"
+    )
+    grpc_max_message_bytes: int = Field(
+        20 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest gRPC request message (one 3000x2000 uint8 tensor is 18 MB); "
+        "messages being read at once are bounded so that they fit the body budget",
+    )
+    grpc_keepalive_s: float = Field(
+        30.0, gt=0, description="Ping idle gRPC connections this often; dead ones close"
+    )
+    grpc_max_connection_age_s: float = Field(
+        300.0,
+        gt=0,
+        description="Close gRPC connections this old (after their calls finish), so "
+        "clients reconnect and a Kubernetes Service spreads them over new gateways",
+    )
+
     # Distributed mode (`api` + `worker` joined by Redis)
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"),

@@ -27,6 +27,7 @@ class Server:
     process: subprocess.Popen[bytes]
     log_path: Path
     ready_s: float = 0.0  # launch -> /readyz 200
+    grpc_target: str = ""  # host:port of its gRPC server, when it runs one
 
     @property
     def pid(self) -> int:
@@ -73,6 +74,9 @@ def server_env(home: Path, **settings: str) -> dict[str, str]:
     # was built before. tests/unit/test_engine_choice.py covers `auto`; a test may still
     # ask for any engine.
     env["RESNET_SERVE_ENGINE"] = "onnxruntime"
+    # No gRPC server unless a test asks (`run_server` gives each its own free port):
+    # several servers run at once, and gRPC's default port is one.
+    env["RESNET_SERVE_GRPC_PORT"] = "0"
     # A setting by its name (`max_batch`); an upper-case name is an environment variable
     # as it is (`FAULT_ENGINE_LATENCY_MS`, read by the test-only fault engine).
     env.update({k if k.isupper() else f"RESNET_SERVE_{k.upper()}": v for k, v in settings.items()})
@@ -115,13 +119,15 @@ def run_server(
     `env` replaces the whole environment (`server_env(home, **settings)` otherwise),
     `extra_env` adds to it (variables that are not settings, e.g. MALLOC_ARENA_MAX);
     `poll_s` is the /readyz polling interval, so the resolution of `Server.ready_s`."""
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     log_path = log_dir / f"{command_name}-{port}.log"
-    command = resnet_serve(command_name, "--port", str(port), *args)
+    command = resnet_serve(command_name, "--port", str(port), "--grpc-port", str(grpc_port), *args)
     start = time.perf_counter()
     full_env = {**(server_env(home, **settings) if env is None else env), **(extra_env or {})}
     process = launch(command, full_env, log_path)
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    server = Server(
+        f"http://127.0.0.1:{port}", process, log_path, grpc_target=f"127.0.0.1:{grpc_port}"
+    )
     try:
         _wait_ready(server, ready_timeout_s, poll_s)
         server.ready_s = time.perf_counter() - start

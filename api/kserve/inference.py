@@ -34,8 +34,8 @@ from resnet_serve.api.kserve.tensors import (
 )
 from resnet_serve.api.pipeline.admission import queue_places
 from resnet_serve.api.pipeline.classifier import Classifier
-from resnet_serve.shared.broker import Reservation
-from resnet_serve.shared.errors import InferenceFailed, InvalidTensor
+from resnet_serve.shared.broker import Broker, Reservation
+from resnet_serve.shared.errors import InferenceFailed, InvalidTensor, ServeError, UnknownModel
 from resnet_serve.shared.jobs import Job, ModelInfo, Result
 
 PROBABILITIES = "probabilities"
@@ -50,6 +50,19 @@ _PLATFORMS = {
 def platform(engine: str) -> str:
     """Triton's platform name for an engine."""
     return _PLATFORMS.get(engine, engine)
+
+
+def served_model(broker: Broker, name: str, version: str | None) -> ModelInfo:
+    """The served model `name` (and `version`), whether or not it is ready yet."""
+    info = broker.models().get(name)
+    if info is None:
+        if not broker.ready():
+            raise broker.not_ready_error()
+        served = ", ".join(broker.models())
+        raise UnknownModel(f"model {name!r} is not served here (served: {served})")
+    if version is not None and version != info.version:
+        raise UnknownModel(f"model {name!r} has no version {version!r} (served: {info.version})")
+    return info
 
 
 def metadata(info: ModelInfo) -> ModelMetadata:
@@ -106,15 +119,24 @@ async def run(
     parsed: Parsed,
     binary: BinaryData,
     request_id: str,
+    received_at: float,
     deadline: float,
 ) -> tuple[dict[str, Any], list[bytes]]:
     """The response's JSON header and the binary blobs that follow it. Queue places
-    are reserved before any image is decoded."""
-    request = parsed.request
-    output_requests(request, info)  # a bad `outputs` is a 400 before any place is taken
-    wanted = min(max(input_count(request), 1), classifier.settings.max_files_per_request)
-    async with queue_places(classifier.broker, info.name, wanted, deadline) as places:
-        return await _run(classifier, info, parsed, binary, request_id, deadline, places)
+    are reserved before any image is decoded. Counted in the model's statistics."""
+    try:
+        request = parsed.request
+        output_requests(request, info)  # a bad `outputs` is a 400 before any place is taken
+        wanted = min(max(input_count(request), 1), classifier.settings.max_files_per_request)
+        async with queue_places(classifier.broker, info.name, wanted, deadline) as places:
+            answer, blobs, decode_s, results = await _run(
+                classifier, info, parsed, binary, request_id, deadline, places
+            )
+    except ServeError:
+        classifier.statistics.failed(info, received_at)
+        raise
+    classifier.statistics.succeeded(info, received_at, decode_s, results)
+    return answer, blobs
 
 
 async def _run(
@@ -125,10 +147,10 @@ async def _run(
     request_id: str,
     deadline: float,
     places: Reservation,
-) -> tuple[dict[str, Any], list[bytes]]:
+) -> tuple[dict[str, Any], list[bytes], float, list[Result]]:
     request = parsed.request
     outputs = output_requests(request, info)
-    images = await input_images(request, binary, classifier, info, parsed.converted)
+    images, decode_s = await input_images(request, binary, classifier, info, parsed.converted)
     k = max(o.classification for o in outputs)
     jobs = [
         Job(
@@ -148,7 +170,7 @@ async def _run(
     if request.id is not None:
         answer["id"] = request.id
     answer["outputs"] = entries
-    return answer, blobs
+    return answer, blobs, decode_s, results
 
 
 def response_outputs(

@@ -36,7 +36,7 @@ from resnet_serve.api.kserve.schemas import (
 from resnet_serve.api.kserve.tensors import count
 from resnet_serve.api.pipeline.classifier import Classifier
 from resnet_serve.api.pipeline.uploads import BodyLimits, read_body
-from resnet_serve.shared.errors import NotFound, NotReady, UnknownModel
+from resnet_serve.shared.errors import NotFound, NotReady
 from resnet_serve.shared.jobs import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -53,17 +53,7 @@ def _classifier(request: Request) -> Classifier:
 
 
 def _model(request: Request, name: str, version: str | None) -> ModelInfo:
-    """The served model `name` (and `version`), whether or not it is ready yet."""
-    broker = _classifier(request).broker
-    info = broker.models().get(name)
-    if info is None:
-        if not broker.ready():
-            raise broker.not_ready_error()
-        served = ", ".join(broker.models())
-        raise UnknownModel(f"model {name!r} is not served here (served: {served})")
-    if version is not None and version != info.version:
-        raise UnknownModel(f"model {name!r} has no version {version!r} (served: {info.version})")
-    return info
+    return inference.served_model(_classifier(request).broker, name, version)
 
 
 @router.get("/", include_in_schema=False)
@@ -212,7 +202,13 @@ async def _infer(request: Request, model_name: str, version: str | None) -> Resp
         if timeout_us is not None:
             deadline = min(deadline, state["received_at"] + timeout_us / 1e6)
         answer, blobs = await inference.run(
-            classifier, info, parsed, BinaryData(binary), state["request_id"], deadline
+            classifier,
+            info,
+            parsed,
+            BinaryData(binary),
+            state["request_id"],
+            state["received_at"],
+            deadline,
         )
     content, json_length = encode_response(answer, blobs)
     if json_length is None:

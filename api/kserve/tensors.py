@@ -83,9 +83,9 @@ async def input_images(
     classifier: Classifier,
     info: ModelInfo,
     converted: Converted = None,
-) -> list[np.ndarray]:
+) -> tuple[list[np.ndarray], float]:
     """The model-ready uint8 [S, S, 3] crops the request's one input carries (its JSON
-    data already `converted`)."""
+    data already `converted`), and the longest decode among them in seconds."""
     if len(request.inputs) != 1:
         names = [tensor.name for tensor in request.inputs]
         raise InvalidTensor(
@@ -102,7 +102,7 @@ async def input_images(
         return await _decode(tensor, raw, converted, classifier, info)
     if tensor.name == PIXELS:
         max_images = classifier.settings.max_files_per_request
-        return _pixels(tensor, raw, converted, info.input_size, max_images)
+        return _pixels(tensor, raw, converted, info.input_size, max_images), 0.0
     raise InvalidTensor(f"unknown input {tensor.name!r}; this model takes {IMAGES!r} or {PIXELS!r}")
 
 
@@ -148,7 +148,7 @@ async def _decode(
     converted: Converted,
     classifier: Classifier,
     info: ModelInfo,
-) -> list[np.ndarray]:
+) -> tuple[list[np.ndarray], float]:
     settings = classifier.settings
     _images_shape(tensor, settings.max_files_per_request)
     if raw is not None:
@@ -160,7 +160,7 @@ async def _decode(
     _files_fit(tensor, files, settings.max_upload_bytes)
     config = config_for(info, settings)
     decoded = await gather_all((classifier.pool.preprocess(data, config) for data in files), IMAGES)
-    return [image for image, _ in decoded]
+    return [image for image, _ in decoded], max(seconds for _, seconds in decoded)
 
 
 def _pixels_shape(tensor: RequestInput, size: int, max_count: int) -> None:

@@ -19,6 +19,7 @@ from resnet_serve.api.pipeline.schemas import (
     PredictionOut,
     TimingsOut,
 )
+from resnet_serve.api.pipeline.statistics import InferenceStatistics
 from resnet_serve.api.pipeline.uploads import Upload
 from resnet_serve.shared.broker import Broker, Reservation
 from resnet_serve.shared.errors import ServeError, UnknownModel
@@ -35,6 +36,7 @@ class Classifier:
         self.broker = broker
         self.pool = pool
         self.cache = cache
+        self.statistics = InferenceStatistics()  # KServe v2's, per model
 
     def check_ready(self) -> None:
         if not self.broker.ready():

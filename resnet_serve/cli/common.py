@@ -36,6 +36,12 @@ Host = Annotated[
 Port = Annotated[
     int | None, typer.Option(help=f"Port (default {_default('port')}; env RESNET_SERVE_PORT)")
 ]
+GrpcPort = Annotated[
+    int | None,
+    typer.Option(
+        help=f"gRPC port, 0 for none (default {_default('grpc_port')}; env RESNET_SERVE_GRPC_PORT)"
+    ),
+]
 Model = Annotated[str | None, typer.Option(help=f"Model name (default {_default('model')})")]
 Weights = Annotated[
     str | None,

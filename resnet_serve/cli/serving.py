@@ -13,6 +13,7 @@ import typer
 from resnet_serve.cli.common import (
     BatchWait,
     EngineOpt,
+    GrpcPort,
     Host,
     MaxBatch,
     Model,
@@ -37,6 +38,7 @@ BrokerFactory = Callable[["Metrics"], "Broker"]
 def serve(
     host: Host = None,
     port: Port = None,
+    grpc_port: GrpcPort = None,
     model: Model = None,
     weights: Weights = None,
     engine: EngineOpt = None,
@@ -49,6 +51,7 @@ def serve(
     settings = settings_from(
         host=host,
         port=port,
+        grpc_port=grpc_port,
         model=model,
         weights=weights,
         engine=engine,
@@ -69,12 +72,15 @@ def serve(
 def api(
     host: Host = None,
     port: Port = None,
+    grpc_port: GrpcPort = None,
     redis_url: RedisUrl = None,
     model: Annotated[str | None, typer.Option(help="Default model for requests")] = None,
 ) -> None:
     """Distributed mode, gateway: decode uploads and queue them on Redis for workers.
     Needs no torch; scale it horizontally, it keeps no state."""
-    settings = settings_from(host=host, port=port, redis_url=redis_url, model=model)
+    settings = settings_from(
+        host=host, port=port, grpc_port=grpc_port, redis_url=redis_url, model=model
+    )
     from resnet_serve.api.broker.redis_broker import RedisBroker
 
     _run_gateway(settings, lambda metrics: RedisBroker(settings, metrics))

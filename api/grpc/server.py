@@ -1,0 +1,214 @@
+"""The gRPC server beside the HTTP one, on the same event loop and gateway pipeline.
+
+It serves `inference.GRPCInferenceService` (api/grpc/service.py), the standard health
+service (`grpc.health.v1`, for Kubernetes `grpc:` probes: SERVING while the gateway is
+ready) and server reflection. Limits (`options`): the largest message, keepalive pings,
+a maximum connection age (so long-lived clients are rebalanced across gateways), and
+no SO_REUSEPORT (a second server on the port fails to start instead of sharing it).
+No TLS, as on the HTTP side: it ends at the ingress or the mesh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from resnet_serve.api.auth import ApiKeys, load_api_keys
+from resnet_serve.api.dependencies import Gateway
+from resnet_serve.api.grpc.calls import Call, metadata_of
+from resnet_serve.api.grpc.protocol import SERVICE, SERVICE_NAME, pb
+from resnet_serve.api.grpc.reads import MessageReads
+from resnet_serve.api.grpc.service import InferenceService
+from resnet_serve.api.grpc.status import status_of, trailers
+from resnet_serve.shared.errors import ServeError
+from resnet_serve.shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+UNAUTHENTICATED = "a valid API key is required: send 'authorization: Bearer <key>' or 'x-api-key'"
+# RPCs whose REST twin's path decides whether they need a key (auth_exempt_paths).
+_REST_TWINS = {"ServerLive": "/v2/health/live", "ServerReady": "/v2/health/ready"}
+HEALTH_POLL_S = 0.5
+
+
+def options(settings: Settings, max_message: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", max_message),
+        ("grpc.max_send_message_length", max_message),
+        ("grpc.keepalive_time_ms", round(settings.grpc_keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Clients may ping every 10 s (tritonclient's keepalive options) without a GOAWAY.
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", round((settings.request_timeout_s + 1) * 1000)),
+        # Windows stay small until a handler asks for its message (api/grpc/reads.py).
+        ("grpc.http2.bdp_probe", 0),
+    ]
+
+
+def message_limits(settings: Settings, body_budget_bytes: int) -> tuple[int, int]:
+    """(largest message, messages read at once): while being read and parsed a message
+    holds about twice its size, and the reads fit half the body budget."""
+    max_message = min(settings.grpc_max_message_bytes, body_budget_bytes // 4)
+    if max_message < settings.grpc_max_message_bytes:
+        log.warning(
+            "grpc_max_message_bytes lowered to %d: the body budget (%d bytes) holds no more",
+            max_message,
+            body_budget_bytes,
+        )
+    return max_message, max(1, body_budget_bytes // (4 * max_message))
+
+
+class GrpcServer:
+    def __init__(self, gateway: Gateway) -> None:
+        settings = gateway.settings
+        self.gateway = gateway
+        max_message, slots = message_limits(settings, gateway.budgets.bodies.capacity)
+        reads = MessageReads(
+            slots,
+            settings.body_rate_grace_s,
+            settings.budget_wait_ms / 1000,
+            settings.body_timeout_s,
+        )
+        self.service = InferenceService(gateway, reads)
+        keys = load_api_keys(settings)
+        self.keys = ApiKeys(keys) if keys else None
+        self.exempt = [p.strip() for p in settings.auth_exempt_paths.split(",") if p.strip()]
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(options=options(settings, max_message))
+        self.server.add_generic_rpc_handlers([self._handlers()])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self.server)
+        self.address = f"{settings.host}:{settings.grpc_port}"
+        self._watching: asyncio.Task[None] | None = None
+        log.info("gRPC: messages up to %d bytes, %d read at once", max_message, slots)
+
+    async def start(self) -> None:
+        """Binds the port (an error if it is taken) and starts serving."""
+        port = self.server.add_insecure_port(self.address)
+        await self.server.start()
+        self._watching = asyncio.create_task(self._watch_health(), name="grpc-health")
+        log.info("gRPC server listening on %s", self.address.rsplit(":", 1)[0] + f":{port}")
+
+    async def stop(self, grace_s: float) -> None:
+        """Stops taking calls; calls in flight get `grace_s` to finish."""
+        if self._watching is not None:
+            self._watching.cancel()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+    async def _watch_health(self) -> None:
+        serving = None
+        while True:
+            ready = self.gateway.broker.ready() and self.gateway.startup_failure is None
+            if ready is not serving:
+                status = (
+                    health_pb2.HealthCheckResponse.SERVING
+                    if ready
+                    else (health_pb2.HealthCheckResponse.NOT_SERVING)
+                )
+                for name in ("", SERVICE_NAME):
+                    await self.health.set(name, status)
+                serving = ready
+            await asyncio.sleep(HEALTH_POLL_S)
+
+    def _handlers(self) -> grpc.GenericRpcHandler:
+        s = self.service
+        unary = {
+            "ServerLive": s.server_live,
+            "ServerReady": s.server_ready,
+            "ModelReady": s.model_ready,
+            "ServerMetadata": s.server_metadata,
+            "ModelMetadata": s.model_metadata,
+            "ModelConfig": s.model_config,
+            "ModelStatistics": s.model_statistics,
+        }
+        handlers: dict[str, grpc.RpcMethodHandler] = {}
+        for name, method in unary.items():
+            handlers[name] = _unary(name, self._answer(name, method))
+        # Served as streams so the handler decides when its message is read (reads.py).
+        handlers["ModelInfer"] = grpc.stream_unary_rpc_method_handler(
+            self._answer("ModelInfer", s.model_infer),
+            request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelInferResponse.SerializeToString,
+        )
+        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self._stream("ModelStreamInfer", s.model_stream_infer),
+            request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+    def _answer(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        route = f"/{SERVICE_NAME}/{name}"
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = Call.start(context, route, self.gateway.metrics)
+
+            async def answered() -> Any:
+                self._authenticate(name, context)
+                return await method(request, call)
+
+            try:
+                return await call.counted(answered())
+            except ServeError as exc:
+                await _abort(context, exc, call.request_id)
+
+        return handle
+
+    def _stream(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        route = f"/{SERVICE_NAME}/{name}"
+
+        async def handle(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = Call.start(context, route, self.gateway.metrics)
+            try:
+                self._authenticate(name, context)
+                async for answer in method(requests, call):
+                    yield answer
+            except ServeError as exc:
+                await _abort(context, exc, call.request_id)
+
+        return handle
+
+    def _authenticate(self, name: str, context: grpc.aio.ServicerContext) -> None:
+        if self.keys is None:
+            return
+        twin = _REST_TWINS.get(name)
+        if twin and any(fnmatch.fnmatchcase(twin, pattern) for pattern in self.exempt):
+            return
+        metadata = metadata_of(context)
+        if self.keys.bearer(metadata.get("authorization", "")):
+            return
+        if "x-api-key" in metadata and self.keys.matches(metadata["x-api-key"]):
+            return
+        raise Unauthenticated(UNAUTHENTICATED)
+
+
+class Unauthenticated(ServeError):
+    status, code = 401, "unauthorized"
+
+
+def _unary(name: str, handle: Callable[..., Any]) -> grpc.RpcMethodHandler:
+    method = SERVICE.methods_by_name[name]
+    request = getattr(pb, method.input_type.name)
+    response = getattr(pb, method.output_type.name)
+    return grpc.unary_unary_rpc_method_handler(
+        handle,
+        request_deserializer=request.FromString,
+        response_serializer=response.SerializeToString,
+    )
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: ServeError, request_id: str) -> None:
+    metadata = trailers(error.code, request_id, error.retry_after_s)
+    await context.abort(status_of(error), error.message, metadata)
