@@ -162,6 +162,38 @@ def metrics() -> dict[str, Any]:
     return families
 
 
+def grpc_wire() -> dict[str, Any]:
+    """The gRPC methods served, and the field numbers of every message they carry."""
+    from google.protobuf.descriptor import Descriptor
+
+    from resnet_serve.api.grpc.protocol import SERVICE
+    from resnet_serve.api.grpc.server import SERVED
+
+    messages: dict[str, dict[str, Any]] = {}
+
+    def record(message: Descriptor) -> None:
+        if message.full_name in messages:
+            return
+        messages[message.full_name] = {}
+        for field in message.fields:
+            messages[message.full_name][field.name] = [field.number, field.type, field.is_repeated]
+            if field.message_type is not None:
+                record(field.message_type)
+
+    methods = {}
+    for name in SERVED:
+        method = SERVICE.methods_by_name[name]
+        methods[name] = {
+            "path": f"/{SERVICE.full_name}/{name}",
+            "input": method.input_type.full_name,
+            "output": method.output_type.full_name,
+            "streams": [method.client_streaming, method.server_streaming],
+        }
+        record(method.input_type)
+        record(method.output_type)
+    return {"methods": methods, "messages": messages}
+
+
 def settings() -> list[str]:
     from resnet_serve.shared.settings import ENV_PREFIX, Settings
 
@@ -174,6 +206,7 @@ SNAPSHOTS = {
     "redis-keys.json": redis_keys,
     "wire.json": wire,
     "metrics.json": metrics,
+    "grpc-wire.json": grpc_wire,
     "settings.json": settings,
 }
 

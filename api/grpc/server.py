@@ -36,6 +36,17 @@ UNAUTHENTICATED = "a valid API key is required: send 'authorization: Bearer <key
 # RPCs whose REST twin's path decides whether they need a key (auth_exempt_paths).
 _REST_TWINS = {"ServerLive": "/v2/health/live", "ServerReady": "/v2/health/ready"}
 HEALTH_POLL_S = 0.5
+# The RPCs served (the rest of the service answer UNIMPLEMENTED): tests/golden/grpc-wire.json.
+UNARY = (
+    "ServerLive",
+    "ServerReady",
+    "ModelReady",
+    "ServerMetadata",
+    "ModelMetadata",
+    "ModelConfig",
+    "ModelStatistics",
+)
+SERVED = (*UNARY, "ModelInfer", "ModelStreamInfer")
 
 
 def options(settings: Settings, max_message: int) -> list[tuple[str, int]]:
@@ -124,17 +135,9 @@ class GrpcServer:
 
     def _handlers(self) -> grpc.GenericRpcHandler:
         s = self.service
-        unary = {
-            "ServerLive": s.server_live,
-            "ServerReady": s.server_ready,
-            "ModelReady": s.model_ready,
-            "ServerMetadata": s.server_metadata,
-            "ModelMetadata": s.model_metadata,
-            "ModelConfig": s.model_config,
-            "ModelStatistics": s.model_statistics,
-        }
         handlers: dict[str, grpc.RpcMethodHandler] = {}
-        for name, method in unary.items():
+        for name in UNARY:
+            method = getattr(s, _snake(name))
             handlers[name] = _unary(name, self._answer(name, method))
         # Served as streams so the handler decides when its message is read (reads.py).
         handlers["ModelInfer"] = grpc.stream_unary_rpc_method_handler(
@@ -192,6 +195,11 @@ class GrpcServer:
         if "x-api-key" in metadata and self.keys.matches(metadata["x-api-key"]):
             return
         raise Unauthenticated(UNAUTHENTICATED)
+
+
+def _snake(name: str) -> str:
+    """`ModelInfer` -> `model_infer`: the service's method for an RPC."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 class Unauthenticated(ServeError):

@@ -23,7 +23,7 @@ from resnet_serve.api.kserve import inference
 from resnet_serve.api.kserve.model_config import model_config
 from resnet_serve.api.kserve.routes import EXTENSIONS
 from resnet_serve.api.kserve.tensors import count
-from resnet_serve.shared.errors import ServeError
+from resnet_serve.shared.errors import ServeError, UnknownModel
 from resnet_serve.shared.jobs import ModelInfo
 
 # Requests of one ModelStreamInfer call being answered at once; reading waits beyond.
@@ -49,10 +49,14 @@ class InferenceService:
         return pb.ServerReadyResponse(ready=self.broker.ready())
 
     async def model_ready(self, request: pb.ModelReadyRequest, call: Call) -> pb.ModelReadyResponse:
-        info = self._model(request.name, request.version)
-        return pb.ModelReadyResponse(
-            ready=self.broker.ready() and bool(self.broker.workers(info.name))
-        )
+        """Ready while a live worker serves the model; an unknown model or version is not
+        ready (no error), as in Triton."""
+        try:
+            info = self._model(request.name, request.version)
+        except UnknownModel:
+            return pb.ModelReadyResponse(ready=False)
+        ready = self.broker.ready() and bool(self.broker.workers(info.name))
+        return pb.ModelReadyResponse(ready=ready)
 
     async def server_metadata(
         self, request: pb.ServerMetadataRequest, call: Call
