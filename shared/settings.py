@@ -153,10 +153,11 @@ class Settings(BaseSettings):
         8001, ge=0, le=65535, description="The gRPC port (Triton's default); 0: no gRPC server"
     )
     grpc_max_message_bytes: int = Field(
-        20 * 1024 * 1024,
+        4 * 1024 * 1024,
         ge=64 * 1024,
-        description="Largest gRPC request message (one 3000x2000 uint8 tensor is 18 MB); "
-        "messages being read at once are bounded so that they fit the body budget",
+        description="Largest gRPC request message (a 3000x2000 JPEG is 1-3 MB). gRPC holds "
+        "a message whole before it is handled, so calls at once are limited to what the "
+        "body budget holds: 2 x this size each; larger messages mean fewer calls",
     )
     grpc_keepalive_s: float = Field(
         30.0, gt=0, description="Ping idle gRPC connections this often; dead ones close"

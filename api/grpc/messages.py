@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,9 +41,24 @@ def parameters(given: Mapping[str, pb.InferParameter]) -> dict[str, Value]:
     return values
 
 
-def infer_request(message: pb.ModelInferRequest) -> tuple[Parsed, BinaryData]:
-    """The request as the pipeline takes it, and the raw contents its inputs point into."""
-    raw = message.raw_input_contents
+@dataclass(frozen=True, slots=True)
+class InferCall:
+    """A ModelInferRequest taken apart into the pipeline's forms."""
+
+    model: str
+    version: str
+    parsed: Parsed
+    binary: BinaryData  # the raw contents the inputs point into
+
+
+def infer_call(message: pb.ModelInferRequest) -> InferCall:
+    """The message taken apart (its raw contents copied out once)."""
+    parsed, binary = _infer_request(message)
+    return InferCall(message.model_name, message.model_version, parsed, binary)
+
+
+def _infer_request(message: pb.ModelInferRequest) -> tuple[Parsed, BinaryData]:
+    raw = list(message.raw_input_contents)  # each element read (copied) once
     if raw and len(raw) != len(message.inputs):
         raise InvalidTensor(
             f"raw_input_contents holds {len(raw)} entries for {len(message.inputs)} inputs"

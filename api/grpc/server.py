@@ -24,9 +24,9 @@ from resnet_serve.api.auth import ApiKeys, load_api_keys
 from resnet_serve.api.dependencies import Gateway
 from resnet_serve.api.grpc.calls import Call, metadata_of
 from resnet_serve.api.grpc.protocol import SERVICE, SERVICE_NAME, pb
-from resnet_serve.api.grpc.reads import MessageReads
 from resnet_serve.api.grpc.service import InferenceService
 from resnet_serve.api.grpc.status import status_of, trailers
+from resnet_serve.api.limits import malloc
 from resnet_serve.shared.errors import ServeError
 from resnet_serve.shared.settings import Settings
 
@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 UNAUTHENTICATED = "a valid API key is required: send 'authorization: Bearer <key>' or 'x-api-key'"
 # RPCs whose REST twin's path decides whether they need a key (auth_exempt_paths).
 _REST_TWINS = {"ServerLive": "/v2/health/live", "ServerReady": "/v2/health/ready"}
-HEALTH_POLL_S = 0.5
+TEND_EVERY_S = 0.5
 # The RPCs served (the rest of the service answer UNIMPLEMENTED): tests/golden/grpc-wire.json.
 UNARY = (
+    "ModelInfer",
     "ServerLive",
     "ServerReady",
     "ModelReady",
@@ -46,7 +47,7 @@ UNARY = (
     "ModelConfig",
     "ModelStatistics",
 )
-SERVED = (*UNARY, "ModelInfer", "ModelStreamInfer")
+SERVED = (*UNARY, "ModelStreamInfer")
 
 
 def options(settings: Settings, max_message: int) -> list[tuple[str, int]]:
@@ -61,54 +62,54 @@ def options(settings: Settings, max_message: int) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age_s * 1000)),
         ("grpc.max_connection_age_grace_ms", round((settings.request_timeout_s + 1) * 1000)),
-        # Windows stay small until a handler asks for its message (api/grpc/reads.py).
-        ("grpc.http2.bdp_probe", 0),
     ]
 
 
-def message_limits(settings: Settings, body_budget_bytes: int) -> tuple[int, int]:
-    """(largest message, messages read at once): while being read and parsed a message
-    holds about twice its size, and the reads fit half the body budget."""
-    max_message = min(settings.grpc_max_message_bytes, body_budget_bytes // 4)
+# Measured: what a message holds while gRPC receives it (its receive buffers and the
+# Python bytes), per byte. Once it is handled, the handler charges the body budget.
+HELD_WHILE_READ = 2
+
+
+def call_limits(settings: Settings, body_budget_bytes: int) -> tuple[int, int]:
+    """(largest message, calls at once): gRPC reads a call's whole message before its
+    handler runs, so what calls can hold unaccounted must fit the body budget; more
+    calls are refused at once (RESOURCE_EXHAUSTED)."""
+    max_message = min(settings.grpc_max_message_bytes, body_budget_bytes // HELD_WHILE_READ)
     if max_message < settings.grpc_max_message_bytes:
         log.warning(
             "grpc_max_message_bytes lowered to %d: the body budget (%d bytes) holds no more",
             max_message,
             body_budget_bytes,
         )
-    return max_message, max(1, body_budget_bytes // (4 * max_message))
+    return max_message, max(1, body_budget_bytes // (HELD_WHILE_READ * max_message))
 
 
 class GrpcServer:
     def __init__(self, gateway: Gateway) -> None:
         settings = gateway.settings
         self.gateway = gateway
-        max_message, slots = message_limits(settings, gateway.budgets.bodies.capacity)
-        reads = MessageReads(
-            slots,
-            settings.body_rate_grace_s,
-            settings.budget_wait_ms / 1000,
-            settings.body_timeout_s,
-        )
-        self.service = InferenceService(gateway, reads)
+        max_message, calls = call_limits(settings, gateway.budgets.bodies.capacity)
+        self.service = InferenceService(gateway)
         keys = load_api_keys(settings)
         self.keys = ApiKeys(keys) if keys else None
         self.exempt = [p.strip() for p in settings.auth_exempt_paths.split(",") if p.strip()]
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(options=options(settings, max_message))
+        self.server = grpc.aio.server(
+            options=options(settings, max_message), maximum_concurrent_rpcs=calls
+        )
         self.server.add_generic_rpc_handlers([self._handlers()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
         self.address = f"{settings.host}:{settings.grpc_port}"
         self._watching: asyncio.Task[None] | None = None
-        log.info("gRPC: messages up to %d bytes, %d read at once", max_message, slots)
+        log.info("gRPC: messages up to %d bytes, %d calls at once", max_message, calls)
 
     async def start(self) -> None:
         """Binds the port (an error if it is taken) and starts serving."""
         port = self.server.add_insecure_port(self.address)
         await self.server.start()
-        self._watching = asyncio.create_task(self._watch_health(), name="grpc-health")
+        self._watching = asyncio.create_task(self._tend(), name="grpc-tend")
         log.info("gRPC server listening on %s", self.address.rsplit(":", 1)[0] + f":{port}")
 
     async def stop(self, grace_s: float) -> None:
@@ -118,7 +119,9 @@ class GrpcServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
 
-    async def _watch_health(self) -> None:
+    async def _tend(self) -> None:
+        """Health follows readiness; after large messages, once no body is held, freed
+        heap goes back to the kernel (gRPC's receive buffers stay resident otherwise)."""
         serving = None
         while True:
             ready = self.gateway.broker.ready() and self.gateway.startup_failure is None
@@ -131,7 +134,10 @@ class GrpcServer:
                 for name in ("", SERVICE_NAME):
                     await self.health.set(name, status)
                 serving = ready
-            await asyncio.sleep(HEALTH_POLL_S)
+            if self.service.trim_due and self.gateway.budgets.bodies.used == 0:
+                self.service.trim_due = False
+                await asyncio.to_thread(malloc.trim)
+            await asyncio.sleep(TEND_EVERY_S)
 
     def _handlers(self) -> grpc.GenericRpcHandler:
         s = self.service
@@ -139,12 +145,7 @@ class GrpcServer:
         for name in UNARY:
             method = getattr(s, _snake(name))
             handlers[name] = _unary(name, self._answer(name, method))
-        # Served as streams so the handler decides when its message is read (reads.py).
-        handlers["ModelInfer"] = grpc.stream_unary_rpc_method_handler(
-            self._answer("ModelInfer", s.model_infer),
-            request_deserializer=pb.ModelInferRequest.FromString,
-            response_serializer=pb.ModelInferResponse.SerializeToString,
-        )
+        handlers["ModelInfer"] = _unary("ModelInfer", self._answer("ModelInfer", s.model_infer))
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
             self._stream("ModelStreamInfer", s.model_stream_infer),
             request_deserializer=pb.ModelInferRequest.FromString,

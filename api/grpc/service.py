@@ -1,9 +1,10 @@
 """`inference.GRPCInferenceService`: the RPCs, each a thin adapter over the gateway
 pipeline that REST's /v2 routes use (api/kserve/), so both answer alike.
 
-ModelInfer and ModelStreamInfer read their messages through `MessageReads` and charge
-them to the body budget; a call's deadline becomes the request's (with Triton's
-`timeout` parameter and `request_timeout_s`, whichever ends first). A client that
+A request message, once gRPC has read it (api/grpc/server.py bounds what calls hold
+before that), is charged to the body budget like an HTTP body; a call's deadline
+becomes the request's (with Triton's `timeout` parameter and `request_timeout_s`,
+whichever ends first). A client that
 cancels cancels its handler: its queue places are given back and its jobs skipped.
 """
 
@@ -17,8 +18,8 @@ from resnet_serve import __version__
 from resnet_serve.api.dependencies import Gateway
 from resnet_serve.api.grpc import messages
 from resnet_serve.api.grpc.calls import Call
+from resnet_serve.api.grpc.messages import InferCall
 from resnet_serve.api.grpc.protocol import pb
-from resnet_serve.api.grpc.reads import MessageReads
 from resnet_serve.api.kserve import inference
 from resnet_serve.api.kserve.model_config import model_config
 from resnet_serve.api.kserve.routes import EXTENSIONS
@@ -28,14 +29,17 @@ from resnet_serve.shared.jobs import ModelInfo
 
 # Requests of one ModelStreamInfer call being answered at once; reading waits beyond.
 STREAM_IN_FLIGHT = 64
+# Measured: a handled message holds ~4x its size (see _infer).
+HELD_PER_BYTE = 4
+TRIM_AFTER_BYTES = 1024 * 1024
 
 
 class InferenceService:
-    def __init__(self, gateway: Gateway, reads: MessageReads) -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.classifier = gateway.classifier
         self.broker = gateway.broker
-        self.reads = reads
+        self.trim_due = False
 
     def _model(self, name: str, version: str) -> ModelInfo:
         return inference.served_model(self.broker, name, version or None)
@@ -88,28 +92,40 @@ class InferenceService:
             models = list(self.broker.models().values())
         return messages.statistics_response(self.classifier.statistics.report(models))
 
-    async def model_infer(
-        self, requests: AsyncIterator[pb.ModelInferRequest], call: Call
-    ) -> pb.ModelInferResponse:
-        message = await self.reads.read(anext(requests))
+    async def model_infer(self, message: pb.ModelInferRequest, call: Call) -> pb.ModelInferResponse:
         return await self._infer(message, call)
 
     async def _infer(self, message: pb.ModelInferRequest, call: Call) -> pb.ModelInferResponse:
+        size = message.ByteSize()
+        try:
+            async with self.gateway.body_limits() as body_budget:
+                # Charged before it is taken apart: the parsed message, its contents
+                # copied out, the elements they become and a decode's input.
+                await body_budget.grant.grow_to(HELD_PER_BYTE * size)
+                return await self._run(messages.infer_call(message), call)
+        finally:
+            if size >= TRIM_AFTER_BYTES:
+                self.trim_due = True  # GrpcServer trims once no body is held
+
+    async def _run(self, request: InferCall, call: Call) -> pb.ModelInferResponse:
         classifier = self.classifier
-        info = classifier.model(self._model(message.model_name, message.model_version).name)
-        async with self.gateway.body_limits() as body_budget:
-            # Read already (within MessageReads' bound): charged for what it holds now.
-            await body_budget.grant.grow_to(message.ByteSize())
-            parsed, binary = messages.infer_request(message)
-            deadline = call.received_at + classifier.settings.request_timeout_s
-            timeout_us = count(parsed.request.parameters, "timeout", "request")
-            if timeout_us is not None:
-                deadline = min(deadline, call.received_at + timeout_us / 1e6)
-            if call.deadline is not None:
-                deadline = min(deadline, call.deadline)
-            answer, blobs = await inference.run(
-                classifier, info, parsed, binary, call.request_id, call.received_at, deadline
-            )
+        info = classifier.model(self._model(request.model, request.version).name)
+        parameters = request.parsed.request.parameters
+        deadline = call.received_at + classifier.settings.request_timeout_s
+        timeout_us = count(parameters, "timeout", "request")
+        if timeout_us is not None:
+            deadline = min(deadline, call.received_at + timeout_us / 1e6)
+        if call.deadline is not None:
+            deadline = min(deadline, call.deadline)
+        answer, blobs = await inference.run(
+            classifier,
+            info,
+            request.parsed,
+            request.binary,
+            call.request_id,
+            call.received_at,
+            deadline,
+        )
         return messages.infer_response(answer, blobs)
 
     async def model_stream_infer(
@@ -152,11 +168,12 @@ class InferenceService:
         try:
             while True:
                 await slots.acquire()
-                message = await self.reads.read(anext(requests, None))
+                message = await anext(requests, None)
                 if message is None:
                     slots.release()
                     break
                 task = asyncio.create_task(answer(message))
+                del message
                 running.add(task)
                 task.add_done_callback(running.discard)
             if running:

@@ -109,11 +109,17 @@ class BinaryData:
             raise InvalidTensor(f"{left} bytes of binary data belong to no input")
 
 
-def unpack_bytes(raw: memoryview, name: str) -> list[bytes]:
-    """A serialized BYTES tensor: repeated (uint32 little-endian length, bytes)."""
+def unpack_bytes(raw: memoryview, name: str, count: int) -> list[bytes]:
+    """A serialized BYTES tensor of `count` elements: repeated (uint32 little-endian
+    length, bytes). More elements are refused as soon as they show (a few bytes each
+    would otherwise become millions of objects)."""
     items: list[bytes] = []
     offset = 0
     while offset < len(raw):
+        if len(items) == count:
+            raise InvalidTensor(
+                f"input {name!r} holds more than the {count} elements its shape says"
+            )
         if offset + _LENGTH.size > len(raw):
             raise InvalidTensor(f"input {name!r}: BYTES data ends inside an element's length")
         (size,) = _LENGTH.unpack_from(raw, offset)

@@ -152,7 +152,7 @@ async def _decode(
     settings = classifier.settings
     _images_shape(tensor, settings.max_files_per_request)
     if raw is not None:
-        files = unpack_bytes(raw, tensor.name)
+        files = unpack_bytes(raw, tensor.name, tensor.shape[0])
     elif isinstance(converted, list):
         files = converted
     else:

@@ -21,6 +21,8 @@ EVERY_KUSTOMIZATION = tuple(
     if yaml.safe_load(path.read_text())["kind"] == "Kustomization"
 )
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
+# The commands that run a gateway (HTTP and gRPC): distributed, or standalone.
+GATEWAY_COMMANDS = (["resnet-serve", "api"], ["resnet-serve", "serve"])
 
 
 @cache
@@ -52,6 +54,18 @@ def container(workload: Doc, name: str | None = None) -> Doc:
     return next(c for c in containers if c["name"] == name)
 
 
+def gateway_containers(docs: tuple[Doc, ...]) -> Iterator[tuple[Doc, Doc]]:
+    """(workload, container) for every container that runs a gateway."""
+    for workload in workloads(docs):
+        for c in workload["spec"]["template"]["spec"]["containers"]:
+            if c.get("command", [])[:2] in GATEWAY_COMMANDS:
+                yield workload, c
+
+
+def container_port(container_spec: Doc, name: str) -> int:
+    return int(next(p["containerPort"] for p in container_spec["ports"] if p["name"] == name))
+
+
 def env_value(container_spec: Doc, name: str) -> str:
     return next(e["value"] for e in container_spec.get("env", []) if e["name"] == name)
 
@@ -75,3 +89,13 @@ def selects(selector: Doc, labels: dict[str, str]) -> bool:
 
 def pod_labels(workload: Doc) -> dict[str, str]:
     return dict(workload["spec"]["template"]["metadata"]["labels"])
+
+
+def selecting(docs: tuple[Doc, ...], kind: str, workload: Doc) -> list[Doc]:
+    """The Services or NetworkPolicies whose selector picks the workload's pods."""
+    labels = pod_labels(workload)
+    selector = {
+        "Service": lambda d: {"matchLabels": d["spec"]["selector"]},
+        "NetworkPolicy": lambda d: d["spec"]["podSelector"],
+    }[kind]
+    return [d for d in docs if d["kind"] == kind and selects(selector(d), labels)]

@@ -129,9 +129,14 @@ def test_environment_names_are_settings(config: dict[str, Any]) -> None:
 def test_ports_match_the_settings_and_prometheus(config: dict[str, Any]) -> None:
     services = config["services"]
     gateway = services["gateway"]
-    [published] = gateway["ports"]
-    assert published["target"] == int(gateway["environment"]["RESNET_SERVE_PORT"])
-    assert published["target"] == setting_default("port")
+    env = gateway["environment"]
+    # HTTP, then gRPC: each published on the host at the container's own port.
+    http, grpc = gateway["ports"]
+    assert http["target"] == int(env["RESNET_SERVE_PORT"]) == setting_default("port")
+    assert grpc["target"] == int(env["RESNET_SERVE_GRPC_PORT"]) == setting_default("grpc_port")
+    for published in (http, grpc):
+        assert published["published"] == str(published["target"])
+        assert published["protocol"] == "tcp"
     assert "8000/healthz" in gateway["healthcheck"]["test"][-1]
     metrics_port = setting_default("worker_metrics_port")
     for name in ("worker", "worker-cpu"):

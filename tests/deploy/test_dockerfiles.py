@@ -70,13 +70,17 @@ def test_settings_and_ports_match_the_code(path: Path) -> None:
         if keyword == "RUN":
             named += re.findall(r"\b(RESNET_SERVE_\w+)=", args)
     assert set(named) <= known, set(named) - known
-    exposed = [int(p) for p in dockerfile.final.all("EXPOSE")]
+    exposed = [int(p) for args in dockerfile.final.all("EXPOSE") for p in args.split()]
     if "worker" in path.name:
         assert exposed == [setting_default("worker_metrics_port")]
         assert int(final_env["RESNET_SERVE_WORKER_METRICS_PORT"]) == exposed[0]
         assert final_env["RESNET_SERVE_HOST"] == "0.0.0.0"  # the metrics server's bind
     else:
-        assert exposed == [setting_default("port")] == [int(final_env["RESNET_SERVE_PORT"])]
+        assert exposed == [setting_default("port"), setting_default("grpc_port")]
+        assert exposed == [
+            int(final_env["RESNET_SERVE_PORT"]),
+            int(final_env["RESNET_SERVE_GRPC_PORT"]),
+        ]
         assert final_env["RESNET_SERVE_HOST"] == "0.0.0.0"
 
 

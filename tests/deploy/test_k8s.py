@@ -25,11 +25,14 @@ from tests.deploy.k8s import (
     KUSTOMIZATIONS,
     Doc,
     container,
+    container_port,
     env_value,
     find,
+    gateway_containers,
     pod_containers,
     pod_labels,
     render,
+    selecting,
     selects,
     workloads,
 )
@@ -74,6 +77,11 @@ def test_validators_reject_mistakes() -> None:
     container(deployment)["readinessProbe"]["httpGett"] = {"path": "/readyz"}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
+    # A gRPC probe takes a port number; a port name is refused.
+    deployment = copy.deepcopy(find(docs, "Deployment", "gateway"))
+    container(deployment)["readinessProbe"]["grpc"]["port"] = "grpc"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
     scaled = copy.deepcopy(find(docs, "ScaledObject", "worker"))
     scaled["spec"]["minReplicaCounts"] = 0
     with pytest.raises(AssertionError, match="fields its CRD lacks"):
@@ -131,7 +139,8 @@ def test_service_containers_run_real_commands_and_settings(kustomization: str) -
 def test_gateway_probes_ports_and_drain() -> None:
     gateway = find(render("k8s/base"), "Deployment", "gateway")
     c = container(gateway)
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # Ready: grpc.health.v1 (service "", SERVING as /readyz answers 200); alive: HTTP.
+    assert c["readinessProbe"]["grpc"] == {"port": setting_default("grpc_port")}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     port = next(p["containerPort"] for p in c["ports"] if p["name"] == "http")
     assert port == int(env_value(c, "RESNET_SERVE_PORT")) == setting_default("port")
@@ -143,6 +152,34 @@ def test_gateway_probes_ports_and_drain() -> None:
     )
     grace = gateway["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert pre_stop + drain + 3 <= grace <= pre_stop + drain + 15
+
+
+@pytest.mark.parametrize("kustomization", EVERY_KUSTOMIZATION)
+def test_gateways_serve_grpc_beside_http(kustomization: str) -> None:
+    docs = render(kustomization)
+    gateways = list(gateway_containers(docs))
+    assert bool(gateways) == (kustomization in KUSTOMIZATIONS)
+    for workload, c in gateways:
+        name = workload["metadata"]["name"]
+        grpc = container_port(c, "grpc")
+        assert grpc == int(env_value(c, "RESNET_SERVE_GRPC_PORT")) == setting_default("grpc_port")
+        probe = c["readinessProbe"]
+        assert probe["grpc"] == {"port": grpc}, name  # no service: the server's overall health
+        assert "httpGet" not in probe, name
+        services = selecting(docs, "Service", workload)
+        assert services, name
+        for service in services:
+            ports = {p["name"]: p for p in service["spec"]["ports"]}
+            assert ports["grpc"]["appProtocol"] == "grpc", service["metadata"]["name"]
+            assert ports["grpc"]["port"] == grpc
+            assert ports["grpc"]["targetPort"] in ("grpc", grpc)
+            assert ports["http"]["appProtocol"] == "http"
+        # A NetworkPolicy that admits the gateway's HTTP port admits its gRPC port too.
+        for policy in selecting(docs, "NetworkPolicy", workload):
+            rules = policy["spec"].get("ingress", [])
+            allowed = [p["port"] for rule in rules for p in rule.get("ports", [])]
+            if "http" in allowed or container_port(c, "http") in allowed:
+                assert "grpc" in allowed or grpc in allowed, policy["metadata"]["name"]
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)

@@ -8,8 +8,10 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import grpc
 import httpx
 
+from resnet_serve.api.grpc.protocol import pb
 from tests.cluster import wait_until
 from tests.installs.conftest import top_level
 from tests.installs.venvs import TIMEOUT_S, run, started, wait_answering
@@ -85,12 +87,21 @@ def test_help_and_models(gateway_venv: Path, tmp_path: Path) -> None:
 def test_api_and_jobs_worker_run_against_redis(
     gateway_venv: Path, redis_server: RedisServer, logs: Path
 ) -> None:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {"RESNET_SERVE_REDIS_URL": redis_server.url}
-    with started(gateway_venv, logs, "api", "--port", str(port), env=env) as gateway:
+    args = ("api", "--port", str(port), "--grpc-port", str(grpc_port))
+    with started(gateway_venv, logs, *args, env=env) as gateway:
         wait_answering(gateway, f"http://127.0.0.1:{port}/healthz")
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert page.status_code == 200
+        # The slim install serves gRPC too (its packages are the gateway's own).
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            live = channel.unary_unary(
+                "/inference.GRPCInferenceService/ServerLive",
+                request_serializer=pb.ServerLiveRequest.SerializeToString,
+                response_deserializer=pb.ServerLiveResponse.FromString,
+            )
+            assert live(pb.ServerLiveRequest(), timeout=10).live
     assert run(gateway_venv, "jobs-worker", "--check", "--worker-id", "w1", env=env).returncode == 1
     with started(gateway_venv, logs, "jobs-worker", "--worker-id", "w1", env=env) as jobs:
 

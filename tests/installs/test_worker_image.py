@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from resnet_serve.worker.model.artifacts import ModelRepository
 from tests.cluster import wait_until
@@ -169,13 +171,14 @@ def test_cpu_worker_image_runs_offline_from_its_baked_repository(
             text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
             assert f'resnet_serve_max_batch{{model="{MODEL}"}} 8.0' in text
 
-            port = free_port()
+            port, grpc_port = free_port(), free_port()
             # A gateway serves the models its configuration names (as compose and k8s do).
             gateway_env = image_env(
                 GATEWAY,
                 root,
                 RESNET_SERVE_REDIS_URL=redis.url,
                 RESNET_SERVE_PORT=str(port),
+                RESNET_SERVE_GRPC_PORT=str(grpc_port),
                 RESNET_SERVE_MODEL=MODEL,
             )
             url = f"http://127.0.0.1:{port}"
@@ -200,6 +203,11 @@ def test_cpu_worker_image_runs_offline_from_its_baked_repository(
                 )
                 assert answer.status_code == 200, answer.text
                 assert "cat" in answer.json()["predictions"][0]["label"].lower()
+                # Kubernetes' readiness probe: grpc.health.v1 on the gRPC port.
+                with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                    health = health_pb2_grpc.HealthStub(channel)
+                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+                    assert status == health_pb2.HealthCheckResponse.SERVING
 
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=30) == 0  # within terminationGracePeriodSeconds

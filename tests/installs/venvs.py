@@ -34,6 +34,7 @@ def command_env(**settings: str) -> dict[str, str]:
         k: v for k, v in os.environ.items() if not k.startswith(("RESNET_SERVE_", "VIRTUAL_ENV"))
     }
     env["COLUMNS"] = "80"
+    env["RESNET_SERVE_GRPC_PORT"] = "0"  # no gRPC server unless a test gives it a port
     env.update(settings)
     return env
 

@@ -27,7 +27,7 @@ def test_bytes_tensors_round_trip_with_tritonclients_own_serializer() -> None:
     items = [b"", b"\x00\xff" * 300, "é".encode()]
     theirs = serialize_byte_tensor(np.array(items, dtype=np.object_)).item()
     assert pack_bytes(items) == theirs
-    assert unpack_bytes(memoryview(theirs), "images") == items
+    assert unpack_bytes(memoryview(theirs), "images", 3) == items
     assert list(deserialize_bytes_tensor(pack_bytes(items))) == items
 
 
@@ -37,7 +37,14 @@ def test_bytes_tensors_round_trip_with_tritonclients_own_serializer() -> None:
 )
 def test_truncated_bytes_tensors_are_refused(raw: bytes, message: str) -> None:
     with pytest.raises(InvalidTensor, match=message):
-        unpack_bytes(memoryview(raw), "images")
+        unpack_bytes(memoryview(raw), "images", 1)
+
+
+def test_more_elements_than_the_shape_says_are_refused_at_the_first_extra() -> None:
+    """A million empty elements are 4 MB on the wire; they never become a million objects."""
+    raw = pack_bytes([b""] * 1_000_000)
+    with pytest.raises(InvalidTensor, match="more than the 2 elements"):
+        unpack_bytes(memoryview(raw), "images", 2)
 
 
 def test_flatten_reads_nested_data_row_major_at_any_depth() -> None:
