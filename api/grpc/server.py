@@ -93,7 +93,7 @@ class GrpcServer:
         keys = load_api_keys(settings)
         self.keys = ApiKeys(keys) if keys else None
         self.exempt = [p.strip() for p in settings.auth_exempt_paths.split(",") if p.strip()]
-        self.health = health.aio.HealthServicer()
+        self.health = _Health(gateway)
         self.server = grpc.aio.server(
             options=options(settings, max_message), maximum_concurrent_rpcs=calls
         )
@@ -120,20 +120,11 @@ class GrpcServer:
         await self.server.stop(grace_s)
 
     async def _tend(self) -> None:
-        """Health follows readiness; after large messages, once no body is held, freed
-        heap goes back to the kernel (gRPC's receive buffers stay resident otherwise)."""
-        serving = None
+        """Health follows readiness (also between Checks, for Watch); after large
+        messages, once no body is held, freed heap goes back to the kernel (gRPC's
+        receive buffers stay resident otherwise)."""
         while True:
-            ready = self.gateway.broker.ready() and self.gateway.startup_failure is None
-            if ready is not serving:
-                status = (
-                    health_pb2.HealthCheckResponse.SERVING
-                    if ready
-                    else (health_pb2.HealthCheckResponse.NOT_SERVING)
-                )
-                for name in ("", SERVICE_NAME):
-                    await self.health.set(name, status)
-                serving = ready
+            await self.health.follow()
             if self.service.trim_due and self.gateway.budgets.bodies.used == 0:
                 self.service.trim_due = False
                 await asyncio.to_thread(malloc.trim)
@@ -196,6 +187,30 @@ class GrpcServer:
         if "x-api-key" in metadata and self.keys.matches(metadata["x-api-key"]):
             return
         raise Unauthenticated(UNAUTHENTICATED)
+
+
+class _Health(health.aio.HealthServicer):
+    """grpc.health.v1: SERVING while the gateway is ready (as GET /readyz), checked
+    afresh at each Check so a probe never reads a stale status."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()
+        self._gateway = gateway
+        self._serving: bool | None = None
+
+    async def follow(self) -> None:
+        ready = self._gateway.broker.ready() and self._gateway.startup_failure is None
+        if ready is not self._serving:
+            serving = health_pb2.HealthCheckResponse
+            for name in ("", SERVICE_NAME):
+                await self.set(name, serving.SERVING if ready else serving.NOT_SERVING)
+            self._serving = ready
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        await self.follow()
+        return await super().Check(request, context)
 
 
 def _snake(name: str) -> str:
