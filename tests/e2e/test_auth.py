@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
+import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
 from tests.images import jpeg
 from tests.servers import Server, run_server
@@ -82,3 +87,50 @@ def test_kserve_routes_get_the_protocols_error_shape(guarded: Server) -> None:
     assert response.json() == {"error": response.json()["error"]}
     assert isinstance(response.json()["error"], str)
     assert httpx.get(f"{guarded.url}/v2/health/ready").status_code == 200  # exempt
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"authorization": f"Bearer {KEY_FROM_SETTING}"},
+        {"authorization": f"bearer {KEY_FROM_FILE}"},
+        {"x-api-key": KEY_FROM_FILE},
+    ],
+    ids=["bearer", "bearer-lower-case", "x-api-key"],
+)
+def test_grpc_accepts_a_key_in_metadata(guarded: Server, metadata: dict[str, str]) -> None:
+    client = triton_grpc.InferenceServerClient(guarded.grpc_target)
+    tensor = triton_grpc.InferInput("images", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([jpeg("coffee")], dtype=np.object_))
+    try:
+        result = client.infer("resnet18", [tensor], headers=metadata)
+        assert result.as_numpy("probabilities").shape == (1, 1000)
+        assert client.get_model_metadata("resnet18", headers=metadata).name == "resnet18"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{}, {"authorization": "Bearer wrong-key"}, {"x-api-key": f"{KEY_FROM_SETTING}x"}],
+    ids=["missing", "wrong", "x-api-key-wrong"],
+)
+def test_grpc_without_a_valid_key_is_unauthenticated(
+    guarded: Server, metadata: dict[str, str]
+) -> None:
+    client = triton_grpc.InferenceServerClient(guarded.grpc_target)
+    try:
+        with pytest.raises(InferenceServerException) as caught:
+            client.get_model_metadata("resnet18", headers=metadata)
+        assert caught.value.status() == "StatusCode.UNAUTHENTICATED"
+        # Liveness and readiness stay open (their REST twins are exempt), as the
+        # standard health service does for Kubernetes' gRPC probes.
+        assert client.is_server_live(headers=metadata)
+        assert client.is_server_ready(headers=metadata)
+    finally:
+        client.close()
+    with grpc.insecure_channel(guarded.grpc_target) as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
