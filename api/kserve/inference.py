@@ -37,6 +37,7 @@ from resnet_serve.api.pipeline.classifier import Classifier
 from resnet_serve.shared.broker import Broker, Reservation
 from resnet_serve.shared.errors import InferenceFailed, InvalidTensor, ServeError, UnknownModel
 from resnet_serve.shared.jobs import Job, ModelInfo, Result
+from resnet_serve.shared.preprocess import config_for
 
 PROBABILITIES = "probabilities"
 # Triton's platform names, so tools that look at `platform` recognise the artifact.
@@ -150,27 +151,74 @@ async def _run(
 ) -> tuple[dict[str, Any], list[bytes], float, list[Result]]:
     request = parsed.request
     outputs = output_requests(request, info)
-    images, decode_s = await input_images(request, binary, classifier, info, parsed.converted)
-    k = max(o.classification for o in outputs)
-    jobs = [
-        Job(
-            request_id=request_id,
-            model=info.name,
-            image=image,
-            top_k=max(k, 1),
-            deadline=deadline,
-            full_scores=any(o.classification == 0 for o in outputs),
-        )
-        for image in images
-    ]
-    submits = [classifier.broker.submit(job, places.take()) for job in jobs]
-    results = await gather_all(submits, request.inputs[0].name)
+    inputs = input_images(request, binary, classifier.settings, info, parsed.converted)
+    work = _Work(
+        classifier,
+        info,
+        request_id,
+        deadline,
+        places,
+        top_k=max(max(o.classification for o in outputs), 1),
+        full_scores=any(o.classification == 0 for o in outputs),
+    )
+    if inputs.files is not None:
+        answered = await gather_all((work.file(data) for data in inputs.files), IMAGES)
+    else:
+        crops = inputs.pixels or []
+        answered = await gather_all((work.crop(c) for c in crops), PIXELS)
+    results = [result for result, _ in answered]
     entries, blobs = response_outputs(outputs, results)
     answer: dict[str, Any] = {"model_name": info.name, "model_version": info.version}
     if request.id is not None:
         answer["id"] = request.id
     answer["outputs"] = entries
-    return answer, blobs, decode_s, results
+    return answer, blobs, max((s for _, s in answered), default=0.0), results
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """One request's images to results: encoded files through the response cache and
+    the decode pool, each a job on a queue place already reserved."""
+
+    classifier: Classifier
+    info: ModelInfo
+    request_id: str
+    deadline: float
+    places: Reservation
+    top_k: int
+    full_scores: bool
+
+    async def file(self, data: bytes) -> tuple[Result, float]:
+        """(its result, seconds decoding it): cached, or decoded and inferred."""
+        cache = self.classifier.cache
+        # Hashing a multi-MB file costs ~1 ms on the event loop: only when caching.
+        key = (
+            cache.key(self.info.name, data, self.top_k, self.full_scores) if cache.enabled else None
+        )
+        cached = cache.get(key, self.info.version) if key else None
+        if cached is not None:
+            return cached, 0.0
+        config = config_for(self.info, self.classifier.settings)
+        image, decode_s = await self.classifier.pool.preprocess(data, config)
+        result = await self.submit(image)
+        if key:
+            cache.put(key, result)
+        return result, decode_s
+
+    async def crop(self, crop: np.ndarray) -> tuple[Result, float]:
+        """A model-ready crop's result (nothing to decode)."""
+        return await self.submit(crop), 0.0
+
+    async def submit(self, image: np.ndarray) -> Result:
+        job = Job(
+            request_id=self.request_id,
+            model=self.info.name,
+            image=image,
+            top_k=self.top_k,
+            deadline=self.deadline,
+            full_scores=self.full_scores,
+        )
+        return await self.classifier.broker.submit(job, self.places.take())
 
 
 def response_outputs(

@@ -12,16 +12,16 @@ import base64
 import binascii
 import math
 from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
 from resnet_serve.api.kserve.codec import BinaryData, flatten, unpack_bytes
 from resnet_serve.api.kserve.schemas import InferenceRequest, RequestInput
-from resnet_serve.api.pipeline.classifier import Classifier
 from resnet_serve.shared.errors import InvalidTensor, PayloadTooLarge, ServeError, TooManyFiles
 from resnet_serve.shared.jobs import ModelInfo
-from resnet_serve.shared.preprocess import config_for
+from resnet_serve.shared.settings import Settings
 
 IMAGES, PIXELS = "images", "pixels"
 
@@ -77,15 +77,23 @@ def input_count(request: InferenceRequest) -> int:
     return shape[0] if shape else 1
 
 
-async def input_images(
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """The request's images: encoded `files` (to decode) or model-ready `pixels`."""
+
+    files: list[bytes] | None = None
+    pixels: list[np.ndarray] | None = None
+
+
+def input_images(
     request: InferenceRequest,
     binary: BinaryData,
-    classifier: Classifier,
+    settings: Settings,
     info: ModelInfo,
     converted: Converted = None,
-) -> tuple[list[np.ndarray], float]:
-    """The model-ready uint8 [S, S, 3] crops the request's one input carries (its JSON
-    data already `converted`), and the longest decode among them in seconds."""
+) -> Inputs:
+    """The images the request's one input carries (its JSON data already `converted`),
+    their shapes, types and sizes checked."""
     if len(request.inputs) != 1:
         names = [tensor.name for tensor in request.inputs]
         raise InvalidTensor(
@@ -98,11 +106,11 @@ async def input_images(
         raise InvalidTensor(f"input {tensor.name!r} has both data and binary_data_size")
     raw = binary.take(size, tensor.name) if size is not None else None
     binary.check_consumed()
+    max_images = settings.max_files_per_request
     if tensor.name == IMAGES:
-        return await _decode(tensor, raw, converted, classifier, info)
+        return Inputs(files=_files(tensor, raw, converted, max_images, settings.max_upload_bytes))
     if tensor.name == PIXELS:
-        max_images = classifier.settings.max_files_per_request
-        return _pixels(tensor, raw, converted, info.input_size, max_images), 0.0
+        return Inputs(pixels=_pixels(tensor, raw, converted, info.input_size, max_images))
     raise InvalidTensor(f"unknown input {tensor.name!r}; this model takes {IMAGES!r} or {PIXELS!r}")
 
 
@@ -142,25 +150,22 @@ def _files_fit(tensor: RequestInput, files: list[bytes], max_file_bytes: int) ->
             )
 
 
-async def _decode(
+def _files(
     tensor: RequestInput,
     raw: memoryview | None,
     converted: Converted,
-    classifier: Classifier,
-    info: ModelInfo,
-) -> tuple[list[np.ndarray], float]:
-    settings = classifier.settings
-    _images_shape(tensor, settings.max_files_per_request)
+    max_images: int,
+    max_file_bytes: int,
+) -> list[bytes]:
+    _images_shape(tensor, max_images)
     if raw is not None:
         files = unpack_bytes(raw, tensor.name, tensor.shape[0])
     elif isinstance(converted, list):
         files = converted
     else:
         raise InvalidTensor(f"input {IMAGES!r} has neither data nor binary_data_size")
-    _files_fit(tensor, files, settings.max_upload_bytes)
-    config = config_for(info, settings)
-    decoded = await gather_all((classifier.pool.preprocess(data, config) for data in files), IMAGES)
-    return [image for image, _ in decoded], max(seconds for _, seconds in decoded)
+    _files_fit(tensor, files, max_file_bytes)
+    return files
 
 
 def _pixels_shape(tensor: RequestInput, size: int, max_count: int) -> None:

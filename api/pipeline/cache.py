@@ -10,9 +10,13 @@ from resnet_serve.shared.jobs import Result
 from resnet_serve.shared.metrics import Metrics
 
 
+# (model, the upload's digest, top_k, whether the full probability vector is kept)
+Key = tuple[str, str, int, bool]
+
+
 class ResponseCache:
     def __init__(self, entries: int, metrics: Metrics) -> None:
-        self._cache: LRUCache[tuple[str, str, int], Result] | None = (
+        self._cache: LRUCache[Key, Result] | None = (
             LRUCache(maxsize=entries) if entries > 0 else None
         )
         self._metrics = metrics
@@ -22,10 +26,10 @@ class ResponseCache:
         return self._cache is not None
 
     @staticmethod
-    def key(model: str, data: bytes, top_k: int) -> tuple[str, str, int]:
-        return model, hashlib.blake2b(data, digest_size=20).hexdigest(), top_k
+    def key(model: str, data: bytes, top_k: int, full_scores: bool = False) -> Key:
+        return model, hashlib.blake2b(data, digest_size=20).hexdigest(), top_k, full_scores
 
-    def get(self, key: tuple[str, str, int], version: str) -> Result | None:
+    def get(self, key: Key, version: str) -> Result | None:
         if self._cache is None:
             return None
         result = self._cache.get(key)
@@ -33,6 +37,6 @@ class ResponseCache:
         self._metrics.cache_lookups.labels("hit" if hit else "miss").inc()
         return result if hit else None
 
-    def put(self, key: tuple[str, str, int], result: Result) -> None:
+    def put(self, key: Key, result: Result) -> None:
         if self._cache is not None:
             self._cache[key] = result

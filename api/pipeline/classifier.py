@@ -10,7 +10,7 @@ import asyncio
 import time
 
 from resnet_serve.api.pipeline.admission import queue_places
-from resnet_serve.api.pipeline.cache import ResponseCache
+from resnet_serve.api.pipeline.cache import Key, ResponseCache
 from resnet_serve.api.pipeline.decoding import DecodePool
 from resnet_serve.api.pipeline.schemas import (
     BatchItem,
@@ -79,7 +79,7 @@ class Classifier:
         upload: Upload,
         info: ModelInfo,
         top_k: int,
-        key: tuple[str, str, int] | None,
+        key: Key | None,
         request_id: str,
         received_at: float,
         reservation: Reservation,

@@ -316,3 +316,19 @@ def test_health_service_and_reflection(lite_server: Server) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             index(b"", timeout=10)
         assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_repeated_photos_are_answered_from_the_response_cache(
+    client: triton.InferenceServerClient, lite_server: Server
+) -> None:
+    data = jpeg("chelsea", quality=71)  # bytes no other test sends
+    hits = lite_server.metric("resnet_serve_cache_lookups_total", result="hit")
+    inferred = lite_server.metric("resnet_serve_batch_size_sum")
+    first = client.infer(MODEL, [images([data])]).as_numpy("probabilities")
+    again = client.infer(MODEL, [images([data])]).as_numpy("probabilities")
+    np.testing.assert_array_equal(first, again)
+    assert lite_server.metric("resnet_serve_cache_lookups_total", result="hit") == hits + 1
+    assert lite_server.metric("resnet_serve_batch_size_sum") == inferred + 1
+    # Another output shape is another entry: top-k strings are not read from the vector.
+    client.infer(MODEL, [images([data])], outputs=top(2))
+    assert lite_server.metric("resnet_serve_batch_size_sum") == inferred + 2
