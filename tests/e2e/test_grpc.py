@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import subprocess
+import sys
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import grpc
 import httpx
@@ -23,6 +26,7 @@ from tritonclient.utils import InferenceServerException
 from resnet_serve.api.grpc.protocol import pb, rpc
 from resnet_serve.api.grpc.server import SERVED
 from resnet_serve.shared.preprocess import PreprocessConfig, preprocess
+from tests.deploy.tools import ROOT
 from tests.images import jpeg
 from tests.servers import Server
 
@@ -332,3 +336,20 @@ def test_repeated_photos_are_answered_from_the_response_cache(
     # Another output shape is another entry: top-k strings are not read from the vector.
     client.infer(MODEL, [images([data])], outputs=top(2))
     assert lite_server.metric("resnet_serve_batch_size_sum") == inferred + 2
+
+
+def test_the_documented_example_runs(lite_server: Server, tmp_path: Path) -> None:
+    """docs/api.md's gRPC example, as written, but for the address, model and photo."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    section = text.split("## KServe v2 over gRPC", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    photo = tmp_path / "cat.jpg"
+    photo.write_bytes(jpeg("chelsea"))
+    code = (
+        code.replace("127.0.0.1:8001", lite_server.grpc_target)
+        .replace('"resnet18"', f'"{MODEL}"')
+        .replace('"cat.jpg"', f'"{photo}"')
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "cat" in done.stdout

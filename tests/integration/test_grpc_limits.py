@@ -115,13 +115,12 @@ def test_a_burst_of_large_messages_costs_what_it_sends_and_is_given_back(
     What holds: the calls the budget holds are served (INVALID_ARGUMENT: not an image),
     the rest refused (RESOURCE_EXHAUSTED); the peak is a small multiple of what was
     sent (measured up to 2.5x: gRPC's buffers, its Python copy, the parsed message);
-    nothing accumulates from one burst to the next and the server stays whole."""
+    memory comes back after each burst and the server stays whole."""
     sent = 17 * 1000 * 1000
     noise = np.random.default_rng(0).integers(0, 255, sent, np.uint8).tobytes()
     big = images_request([noise])
     idle = rss_bytes(bounded.process.pid)
-    after = []
-    for _ in range(2):
+    for _ in range(3):
         reset_peak(bounded.process.pid)
         calls = [stub.ModelInfer.future(big, timeout=60) for _ in range(12)]
         codes = [call.exception().code() for call in calls]  # type: ignore[union-attr]
@@ -132,10 +131,12 @@ def test_a_burst_of_large_messages_costs_what_it_sends_and_is_given_back(
         assert grpc.StatusCode.INVALID_ARGUMENT in codes
         grown = peak_rss_bytes(bounded.process.pid) - idle
         assert grown < 3.5 * 12 * sent, f"peak grew {grown / MIB:.0f} MiB for {12 * sent / MIB:.0f}"
-        time.sleep(1)  # the gateway trims freed heap within half a second
-        after.append(rss_bytes(bounded.process.pid))
-    # Nothing accumulates: a second burst leaves the gateway where the first did.
-    assert after[1] < after[0] + 64 * MIB, [a // MIB for a in (idle, *after)]
+        # Nothing accumulates from one burst to the next: the gateway collects what
+        # grpcio keeps in reference cycles and gives the heap back.
+        deadline = time.monotonic() + 10
+        while rss_bytes(bounded.process.pid) > idle + 96 * MIB and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert rss_bytes(bounded.process.pid) <= idle + 96 * MIB
     # The server is still whole: a small call is answered.
     assert len(stub.ModelInfer(images_request([jpeg("coffee")]), timeout=30).outputs) == 1
 
