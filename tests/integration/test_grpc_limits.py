@@ -95,6 +95,19 @@ def test_a_message_past_the_limit_is_refused_by_grpc(
     assert peak_rss_bytes(bounded.process.pid) - before < 64 * MIB
 
 
+def test_a_compressed_message_that_inflates_past_the_limit_is_refused(bounded: Server) -> None:
+    """gzip (grpc-encoding): 24 MiB of zeros travel as ~25 KB; the limit applies to the
+    inflated message, so it is refused without holding it."""
+    bomb = images_request([bytes(24 * MIB)])
+    reset_peak(bounded.process.pid)
+    before = rss_bytes(bounded.process.pid)
+    with grpc.insecure_channel(bounded.grpc_target, compression=grpc.Compression.Gzip) as channel:
+        error = rpc_error(rpc.GRPCInferenceServiceStub(channel).ModelInfer, bomb, timeout=30)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "Decompressed message larger than max" in error.details()  # said by the server
+    assert peak_rss_bytes(bounded.process.pid) - before < 64 * MIB
+
+
 def test_more_bytes_elements_than_the_shape_says_are_refused(
     stub: rpc.GRPCInferenceServiceStub,
 ) -> None:
