@@ -25,7 +25,7 @@ from resnet_serve.api.auth import ApiKeys, load_api_keys
 from resnet_serve.api.dependencies import Gateway
 from resnet_serve.api.grpc.calls import Call, metadata_of
 from resnet_serve.api.grpc.protocol import SERVICE, SERVICE_NAME, pb
-from resnet_serve.api.grpc.service import InferenceService
+from resnet_serve.api.grpc.service import HELD_PER_BYTE, InferenceService
 from resnet_serve.api.grpc.status import status_of, trailers
 from resnet_serve.api.limits import malloc
 from resnet_serve.api.limits.budget import resident_bytes
@@ -77,7 +77,8 @@ def call_limits(settings: Settings, body_budget_bytes: int) -> tuple[int, int]:
     """(largest message, calls at once): gRPC reads a call's whole message before its
     handler runs, so what calls can hold unaccounted must fit the body budget; more
     calls are refused at once (RESOURCE_EXHAUSTED)."""
-    max_message = min(settings.grpc_max_message_bytes, body_budget_bytes // HELD_WHILE_READ)
+    # A handled message is charged HELD_PER_BYTE x its size: larger could never be.
+    max_message = min(settings.grpc_max_message_bytes, body_budget_bytes // HELD_PER_BYTE)
     if max_message < settings.grpc_max_message_bytes:
         log.warning(
             "grpc_max_message_bytes lowered to %d: the body budget (%d bytes) holds no more",

@@ -4,8 +4,8 @@ pipeline that REST's /v2 routes use (api/kserve/), so both answer alike.
 A request message, once gRPC has read it (api/grpc/server.py bounds what calls hold
 before that), is charged to the body budget like an HTTP body; a call's deadline
 becomes the request's (with Triton's `timeout` parameter and `request_timeout_s`,
-whichever ends first). A client that
-cancels cancels its handler: its queue places are given back and its jobs skipped.
+whichever ends first). A client that cancels cancels its handler: its queue places are
+given back and its jobs skipped.
 """
 
 from __future__ import annotations
