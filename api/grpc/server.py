@@ -130,12 +130,14 @@ class GrpcServer:
         while True:
             await self.health.follow()
             before = resident_bytes()
-            if self.service.trim_due or before > baseline + COLLECT_AFTER_GROWTH_BYTES:
-                self.service.trim_due = False
+            if before > baseline + COLLECT_AFTER_GROWTH_BYTES:
                 after = await _collect()
                 # What a collection cannot free is the new normal (caches, pools).
                 freed = before - after
                 baseline = after if freed < COLLECT_AFTER_GROWTH_BYTES / 2 else min(baseline, after)
+            elif self.service.trim_due and self.gateway.budgets.bodies.used == 0:
+                await asyncio.to_thread(malloc.trim)  # cheap: no collection
+            self.service.trim_due = False
             await asyncio.sleep(TEND_EVERY_S)
 
     def _handlers(self) -> grpc.GenericRpcHandler:
