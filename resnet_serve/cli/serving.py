@@ -60,6 +60,7 @@ def serve(
         max_batch=max_batch,
         max_batch_wait_ms=max_batch_wait_ms,
     )
+    _check_grpc_port(settings)  # before minutes of building, not after
     from resnet_serve.worker.engines.registry import serves_without_artifact
     from resnet_serve.worker.inprocess import InProcessBroker
 
@@ -81,6 +82,7 @@ def api(
     settings = settings_from(
         host=host, port=port, grpc_port=grpc_port, redis_url=redis_url, model=model
     )
+    _check_grpc_port(settings)
     from resnet_serve.api.broker.redis_broker import RedisBroker
 
     _run_gateway(settings, lambda metrics: RedisBroker(settings, metrics))
@@ -111,6 +113,24 @@ def _run_gateway(
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
         **server_options(settings),
     )
+
+
+def _check_grpc_port(settings: Settings) -> None:
+    """The gRPC server binds without SO_REUSEPORT, so a taken port fails its start;
+    say so in a sentence first, rather than in grpcio's traceback."""
+    import socket
+
+    host, port = settings.host, settings.grpc_port
+    if not port:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            fail(
+                f"the gRPC port {host}:{port} is taken ({exc.strerror}).\n"
+                "Choose another with --grpc-port (RESNET_SERVE_GRPC_PORT); 0: no gRPC server"
+            )
 
 
 def worker(

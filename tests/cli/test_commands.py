@@ -4,6 +4,7 @@ cells, logs apart from results, a version, readable help, sentences instead of e
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -127,3 +128,22 @@ def test_models_wait_s_waits_for_the_artifact(
         waiting.kill()
     assert waiting.returncode == 0, stderr
     assert f"resnet18 version {found[1].version} is in {repo}" in stderr
+
+
+@pytest.mark.parametrize("name", ["serve", "api"])
+def test_a_taken_grpc_port_is_a_sentence_before_anything_starts(tmp_path: Path, name: str) -> None:
+    """gRPC binds without SO_REUSEPORT: a second server on the port must not start
+    beside the first (its clients would be split between the two silently)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        extra = ("--weights", "random") if name == "serve" else ()
+        result = run_cli(tmp_path, name, "--grpc-port", str(port), *extra, env={"COLUMNS": "80"})
+    assert result.returncode == 2
+    assert f"the gRPC port 127.0.0.1:{port} is taken" in result.stderr
+    assert "--grpc-port" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert all(len(line) <= 80 for line in result.stderr.splitlines())
+    assert time.monotonic() - started < 30  # said before any model is built
