@@ -226,3 +226,20 @@ def test_a_cancelled_call_frees_its_place_and_its_job_is_skipped(
     # server took it up makes no request at all).
     now = slow_engine.metric("resnet_serve_requests_total", route=INFER, status="CANCELLED")
     assert 1 <= now - cancelled <= 4
+
+
+def test_long_lived_connections_are_closed_and_clients_reconnect(home: Path, logs: Path) -> None:
+    """grpc_max_connection_age_s: the gateway closes a connection that old (GOAWAY), so a
+    Kubernetes Service spreads long-lived clients over new gateways; the client
+    reconnects by itself and its calls go on."""
+    with run_server(home, logs, "--weights", "random", grpc_max_connection_age_s="1") as server:
+        states: list[grpc.ChannelConnectivity] = []
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            channel.subscribe(states.append, try_to_connect=True)
+            stub = rpc.GRPCInferenceServiceStub(channel)
+            request = images_request([jpeg("coffee")])
+            for _ in range(8):
+                assert len(stub.ModelInfer(request, timeout=30).outputs) == 1
+                time.sleep(0.5)
+    ready = [i for i, state in enumerate(states) if state == grpc.ChannelConnectivity.READY]
+    assert len(ready) >= 2, states  # connected, closed by the server, connected again
