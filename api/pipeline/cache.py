@@ -9,7 +9,6 @@ from cachetools import LRUCache
 from resnet_serve.shared.jobs import Result
 from resnet_serve.shared.metrics import Metrics
 
-
 # (model, the upload's digest, top_k, whether the full probability vector is kept)
 Key = tuple[str, str, int, bool]
 
