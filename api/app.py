@@ -126,12 +126,13 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> FastAPI:
 
 
 def _add_middleware(app: FastAPI, settings: Settings, broker: Broker, metrics: Metrics) -> None:
-    """Added innermost first: refusal under overload runs before routing, after auth."""
+    """Added innermost first: refusal under overload runs before routing and before
+    watching for hang-ups (a refusal is answered at once: nothing to watch), after auth."""
+    app.add_middleware(CancelOnHangUp, metrics=metrics)
     app.add_middleware(AdmissionGate, broker=broker, metrics=metrics)
     keys = load_api_keys(settings)
     if keys:
         exempt = [path.strip() for path in settings.auth_exempt_paths.split(",") if path.strip()]
         app.add_middleware(ApiKeyAuth, keys=keys, exempt_paths=exempt, metrics=metrics)
-    app.add_middleware(CancelOnHangUp, metrics=metrics)
     app.add_middleware(RequestContext, metrics=metrics)  # ids and metrics for all
     app.add_middleware(CloseUnfinishedBodies)  # outermost: sees every answer
