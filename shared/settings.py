@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +21,10 @@ def _default_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "resnet-serve"
 
 
+Nice = Annotated[int, Field(ge=0, le=19)]  # a Unix niceness step
+PortNumber = Annotated[int, Field(ge=0, le=65535)]
+
+
 class Settings(BaseSettings):
     """Every knob of the service. Units are in the names; unknown names are errors."""
 
@@ -28,7 +32,7 @@ class Settings(BaseSettings):
 
     # HTTP
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    port: PortNumber = 8000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 
@@ -113,12 +117,15 @@ class Settings(BaseSettings):
     budget_wait_ms: float = Field(
         250.0, ge=0, description="How long a request waits for budget before a 503"
     )
-    loop_nice: int = Field(
+    loop_nice: Nice = Field(
         0,
-        ge=0,
-        le=19,
-        description="Standalone serve: how much lower the event loop's CPU priority is "
-        "than inference's (0: the same), so refusals cannot take inference's CPU",
+        description="Standalone serve: how much lower the event loop's CPU "
+        "priority is than inference's (0: the same), so refusals cannot take inference's CPU",
+    )
+    inference_nice: Nice = Field(
+        10,
+        description="Standalone serve: how much nicer inference and decode "
+        "threads run than the event loop, so refusals and I/O come first (0: the same)",
     )
     kserve_parse_processes: int = Field(
         1, ge=1, description="Processes that parse large KServe v2 JSON bodies off the loop"
@@ -149,24 +156,19 @@ class Settings(BaseSettings):
     )
 
     # gRPC (api/grpc/): the Open Inference Protocol beside HTTP, in the same process
-    grpc_port: int = Field(
-        8001, ge=0, le=65535, description="The gRPC port (Triton's default); 0: no gRPC server"
-    )
+    grpc_port: PortNumber = Field(8001, description="gRPC's port (Triton's); 0: no gRPC server")
     grpc_max_message_bytes: int = Field(
         4 * 1024 * 1024,
         ge=64 * 1024,
-        description="Largest gRPC request message (a 3000x2000 JPEG is 1-3 MB). gRPC holds "
-        "a message whole before it is handled, so calls at once are limited to what the "
-        "body budget holds: 2 x this size each; larger messages mean fewer calls",
+        description="Largest gRPC request message (a 3000x2000 JPEG is 1-3 MB); calls at "
+        "once: what the body budget holds at 2 x this size each (gRPC reads whole messages)",
     )
-    grpc_keepalive_s: float = Field(
-        30.0, gt=0, description="Ping idle gRPC connections this often; dead ones close"
-    )
+    grpc_keepalive_s: float = Field(30.0, gt=0, description="Ping idle gRPC connections so often")
     grpc_max_connection_age_s: float = Field(
         300.0,
         gt=0,
-        description="Close gRPC connections this old (after their calls finish), so "
-        "clients reconnect and a Kubernetes Service spreads them over new gateways",
+        description="Close gRPC connections this old (after their calls), so clients "
+        "reconnect and spread over new gateways",
     )
 
     # Distributed mode (`api` + `worker` joined by Redis)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -29,25 +27,10 @@ from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
 from resnet_serve.shared.waiters import Waiters
 from resnet_serve.worker.model.loading import LoadedModel, load_model
+from resnet_serve.worker.priorities import keep_other_threads_nicer, lower_loop_priority
 from resnet_serve.worker.runner import BatchRunner
 
 log = logging.getLogger(__name__)
-
-
-def lower_loop_priority(nice: int) -> None:
-    """Make this thread (the event loop) yield the CPU to the engine's threads: under
-    overload the loop spends itself refusing requests, and on a shared core that CPU
-    would come out of inference, the work already admitted. Threads started before this
-    (the engine's, the decode pool's) keep their priority; ones the loop starts later
-    inherit the lower one."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    thread = threading.get_native_id()
-    try:
-        current = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, min(current + nice, 19))
-    except OSError as exc:
-        log.warning("could not lower the event loop's priority: %r", exc)
 
 
 class InProcessBroker:
@@ -65,6 +48,7 @@ class InProcessBroker:
         self._model: LoadedModel | None = None
         self._runner: BatchRunner | None = None
         self._task: asyncio.Task[None] | None = None
+        self._nicer: asyncio.Task[None] | None = None
         self._closing = False
         self._reserved = 0  # places set aside for requests still decoding
         # Jobs whose client left while they were queued: skipped when taken, and not
@@ -86,6 +70,9 @@ class InProcessBroker:
         )
         self._runner.start_thread()
         lower_loop_priority(self.settings.loop_nice)
+        self._nicer = asyncio.create_task(
+            keep_other_threads_nicer(self.settings.inference_nice), name="thread-priorities"
+        )
         name = self._model.manifest.name
         self.metrics.queue_depth.labels(name).set_function(self._queue.qsize)
         self.metrics.max_batch.labels(name).set(self.settings.max_batch)
@@ -199,6 +186,8 @@ class InProcessBroker:
         """Drain: stop admitting, let queued jobs finish (bounded), then stop the runner."""
         self._closing = True
         await self._waiters.drain(self.settings.request_timeout_s)
+        if self._nicer is not None:
+            self._nicer.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

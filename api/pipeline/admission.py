@@ -13,6 +13,7 @@ A reservation (`queue_places`) still decides every request that passes the gate.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -41,6 +42,26 @@ async def queue_places(
 
 
 GATED_PATHS = frozenset({"/v1/classify", "/v1/classify/batch"})
+# A refused upload this small whose body has arrived is read and dropped, so that its
+# connection serves the client's next request: a closed one makes every refusal cost a
+# new connection on both sides. A larger or slower body is answered at once and its
+# connection closed (api/limits/unfinished.py).
+DRAIN_MAX_BYTES = 1024 * 1024
+DRAIN_WAIT_S = 0.05
+
+
+async def _drain_small_body(scope: Scope, receive: Receive) -> None:
+    declared = dict(scope["headers"]).get(b"content-length", b"").strip()
+    if not declared.isdigit() or int(declared) > DRAIN_MAX_BYTES:
+        return
+
+    async def drained() -> None:
+        while (message := await receive())["type"] == "http.request":
+            if not message.get("more_body", False):
+                return
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(drained(), DRAIN_WAIT_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +84,7 @@ class AdmissionGate:
             and scope["path"] in GATED_PATHS
             and self.broker.saturated()
         ):
+            await _drain_small_body(scope, receive)
             await self._refuse(scope, send)
             return
         await self.app(scope, receive, send)

@@ -3,6 +3,7 @@ every decode belongs to a job that entered the queue, and refusals are 503s."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -146,3 +147,59 @@ def test_requests_whose_client_left_are_skipped_before_inference(slow_engine: Se
     skipped = slow_engine.metric("resnet_serve_cancelled_jobs_total", model="resnet18")
     assert skipped - cancelled <= 4
     assert slow_engine.metric("resnet_serve_batch_size_sum") - inferred == 3
+
+
+def read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """(status line and headers, body) of one HTTP/1.1 answer on `sock`."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":")[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
+def test_a_refused_small_upload_keeps_its_connection(small_queue: Server) -> None:
+    """Refused at the edge while the queue is full, a small upload is read to its end and
+    its connection serves the client's next request: a closed one would make every
+    refusal cost a new connection on both sides."""
+    photo = jpeg("coffee")
+    port = int(small_queue.url.rsplit(":", 1)[1])
+    request = (
+        f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {len(photo)}\r\n\r\n"
+    ).encode() + photo
+
+    def post(_: int) -> int:
+        return httpx.post(
+            f"{small_queue.url}/v1/classify",
+            content=photo,
+            headers={"content-type": "image/jpeg"},
+            timeout=60,
+        ).status_code
+
+    with ThreadPoolExecutor(24) as pool, socket.create_connection(("127.0.0.1", port)) as sock:
+        flood = [pool.submit(post, i) for i in range(48)]
+        edge_refusals = 0
+        for _ in range(200):
+            sock.sendall(request)
+            head, body = read_answer(sock)  # the connection is still open
+            if head.startswith(b"HTTP/1.1 503") and b"the inference queue is full" in body:
+                edge_refusals += 1
+                assert b"connection: close" not in head.lower()
+                if edge_refusals == 3:
+                    break
+            time.sleep(0.01)
+        for future in flood:
+            future.result()
+    assert edge_refusals == 3
