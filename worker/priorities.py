@@ -36,17 +36,25 @@ def lower_loop_priority(nice: int) -> None:
 
 
 async def keep_other_threads_nicer(nice: int) -> None:
-    """Every thread of this process but the calling one (the event loop) at least
-    `nice` above the loop's niceness, checked every RENICE_EVERY_S."""
+    """The process's compute threads (Python's and the engine's, which carry the
+    process's name) at least `nice` above the event loop's niceness, checked every
+    RENICE_EVERY_S. Threads that name themselves (gRPC's event engine, libuv's workers:
+    I/O, like the loop's) keep their priority."""
     if nice <= 0 or not hasattr(os, "setpriority"):
         return
     loop_thread = threading.get_native_id()
+    tasks = Path("/proc/self/task")
     while True:
         target = min(os.getpriority(os.PRIO_PROCESS, loop_thread) + nice, 19)
-        for name in os.listdir(Path("/proc/self/task")):
+        process_name = (tasks / str(loop_thread) / "comm").read_text()
+        for name in os.listdir(tasks):
             thread = int(name)
             try:
-                if thread != loop_thread and os.getpriority(os.PRIO_PROCESS, thread) < target:
+                if (
+                    thread != loop_thread
+                    and (tasks / name / "comm").read_text() == process_name
+                    and os.getpriority(os.PRIO_PROCESS, thread) < target
+                ):
                     os.setpriority(os.PRIO_PROCESS, thread, target)
             except OSError:  # the thread ended meanwhile
                 continue
