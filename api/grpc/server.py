@@ -126,15 +126,19 @@ class GrpcServer:
     async def _tend(self) -> None:
         """Health follows readiness (also between Checks, for Watch), and memory
         comes back after large messages (`_collect`)."""
-        baseline = resident_bytes()
+        baseline, loop = resident_bytes(), asyncio.get_running_loop()
+        backoff_s = next_at = 0.0
         while True:
             await self.health.follow()
             before = resident_bytes()
-            if before > baseline + COLLECT_AFTER_GROWTH_BYTES:
+            if before > baseline + COLLECT_AFTER_GROWTH_BYTES and loop.time() >= next_at:
                 after = await _collect()
-                # What a collection cannot free is the new normal (caches, pools).
-                freed = before - after
-                baseline = after if freed < COLLECT_AFTER_GROWTH_BYTES / 2 else min(baseline, after)
+                baseline = min(baseline, after)
+                # Little to free (the memory is in use, or a burst is still arriving):
+                # try again later, less often each time, but never give up on it.
+                futile = before - after < COLLECT_AFTER_GROWTH_BYTES / 2
+                backoff_s = min(max(2 * backoff_s, 1.0), 60.0) if futile else 0.0
+                next_at = loop.time() + backoff_s
             elif self.service.trim_due and self.gateway.budgets.bodies.used == 0:
                 await asyncio.to_thread(malloc.trim)  # cheap: no collection
             self.service.trim_due = False

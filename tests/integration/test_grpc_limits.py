@@ -5,6 +5,7 @@ client that cancels frees its queue place and its job is skipped."""
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,7 +147,7 @@ def test_a_burst_of_large_messages_costs_what_it_sends_and_is_given_back(
         assert grown < 3.5 * 12 * sent, f"peak grew {grown / MIB:.0f} MiB for {12 * sent / MIB:.0f}"
         # Nothing accumulates from one burst to the next: the gateway collects what
         # grpcio keeps in reference cycles and gives the heap back.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while rss_bytes(bounded.process.pid) > idle + 96 * MIB and time.monotonic() < deadline:
             time.sleep(0.25)
         assert rss_bytes(bounded.process.pid) <= idle + 96 * MIB
@@ -199,7 +200,7 @@ def test_a_grpc_deadline_becomes_the_requests_budget(
     started = time.perf_counter()
     error = rpc_error(slow_stub.ModelInfer, request, timeout=0.3)
     assert error.code() in {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 2.0  # the 10 s default deadline is not waited for
     assert len(slow_stub.ModelInfer(request, timeout=10).raw_output_contents) == 1
 
 
@@ -243,3 +244,55 @@ def test_long_lived_connections_are_closed_and_clients_reconnect(home: Path, log
                 time.sleep(0.5)
     ready = [i for i, state in enumerate(states) if state == grpc.ChannelConnectivity.READY]
     assert len(ready) >= 2, states  # connected, closed by the server, connected again
+
+
+def malformed(rng: random.Random, photo: bytes) -> pb.ModelInferRequest:
+    """A request made of plausible and wrong parts: names, datatypes, shapes (negative,
+    huge), typed and raw contents that do or do not match, parameters of every type."""
+    request = pb.ModelInferRequest(model_name=rng.choice(["resnet18", "resnet18", "", "x"]))
+    request.model_version = rng.choice(["", "", "1", "2"])
+    for _ in range(rng.choice([0, 1, 1, 2])):
+        tensor = request.inputs.add(
+            name=rng.choice(["images", "pixels", "", "z"]),
+            datatype=rng.choice(["BYTES", "UINT8", "FP32", ""]),
+        )
+        dims = [-5, 0, 1, 2, 224, 3, 2**40]
+        tensor.shape[:] = [rng.choice(dims) for _ in range(rng.choice([0, 1, 2, 4]))]
+        if rng.random() < 0.3:
+            tensor.contents.bytes_contents[:] = [rng.choice([photo, b"", b"xx"])]
+        elif rng.random() < 0.3:
+            tensor.contents.uint_contents[:] = [rng.randrange(300) for _ in range(3)]
+        if rng.random() < 0.3:
+            tensor.parameters["binary_data_size"].int64_param = rng.choice([-1, 10**12])
+    if rng.random() < 0.5:
+        raws = [pack_bytes([photo]), b"\x01", b"", bytes(150528), b"\xff\xff\xff\xff"]
+        request.raw_input_contents.extend(rng.sample(raws, rng.choice([1, 2])))
+    if rng.random() < 0.3:
+        values = [
+            pb.InferParameter(int64_param=-3),
+            pb.InferParameter(string_param="3"),
+            pb.InferParameter(int64_param=10**15),
+            pb.InferParameter(bool_param=True),
+            pb.InferParameter(),
+        ]
+        output = request.outputs.add(name=rng.choice(["probabilities", "q"]))
+        output.parameters["classification"].CopyFrom(rng.choice(values))
+    return request
+
+
+def test_malformed_requests_are_the_callers_mistake_never_internal(
+    bounded: Server, stub: rpc.GRPCInferenceServiceStub
+) -> None:
+    """300 seeded malformed requests: each is answered INVALID_ARGUMENT or NOT_FOUND
+    (or served, where the parts happen to fit); never INTERNAL or UNKNOWN."""
+    rng, photo, codes = random.Random(23), jpeg("coffee"), set()
+    for _ in range(300):
+        try:
+            stub.ModelInfer(malformed(rng, photo), timeout=30)
+            codes.add(grpc.StatusCode.OK)
+        except grpc.RpcError as error:
+            codes.add(error.code())  # type: ignore[attr-defined]
+    allowed = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+    assert codes <= allowed
+    assert grpc.StatusCode.INVALID_ARGUMENT in codes
+    assert "Traceback" not in bounded.log()

@@ -35,19 +35,20 @@ def small_queue(home: Path, logs: Path) -> Iterator[Server]:
         yield server
 
 
+def classify(server: Server, photo: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/v1/classify",
+        content=photo,
+        headers={"content-type": "image/jpeg"},
+        timeout=60,
+    )
+
+
 def test_refused_uploads_are_never_decoded(small_queue: Server) -> None:
     photo = jpeg("chelsea")
 
-    def post(_: int) -> httpx.Response:
-        return httpx.post(
-            f"{small_queue.url}/v1/classify",
-            content=photo,
-            headers={"content-type": "image/jpeg"},
-            timeout=60,
-        )
-
     with ThreadPoolExecutor(48) as pool:
-        responses = list(pool.map(post, range(96)))
+        responses = list(pool.map(lambda _: classify(small_queue, photo), range(96)))
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 503}, statuses
     assert 503 in statuses
@@ -87,12 +88,7 @@ def test_admission_refuses_what_would_miss_its_deadline(slow_engine: Server) -> 
 
     def post(_: int) -> tuple[int, float, httpx.Response]:
         start = time.perf_counter()
-        response = httpx.post(
-            f"{slow_engine.url}/v1/classify",
-            content=photo,
-            headers={"content-type": "image/jpeg"},
-            timeout=60,
-        )
+        response = classify(slow_engine, photo)
         return response.status_code, time.perf_counter() - start, response
 
     with ThreadPoolExecutor(40) as pool:
@@ -123,12 +119,7 @@ def test_requests_whose_client_left_are_skipped_before_inference(slow_engine: Se
     closed = slow_engine.metric("resnet_serve_requests_total", status="499")
 
     def post(_: int) -> int:
-        return httpx.post(
-            f"{slow_engine.url}/v1/classify",
-            content=photo,
-            headers={"content-type": "image/jpeg"},
-            timeout=60,
-        ).status_code
+        return classify(slow_engine, photo).status_code
 
     with ThreadPoolExecutor(3) as pool:
         busy = [pool.submit(post, i) for i in range(2)]
@@ -180,16 +171,8 @@ def test_a_refused_small_upload_keeps_its_connection(small_queue: Server) -> Non
         f"Content-Length: {len(photo)}\r\n\r\n"
     ).encode() + photo
 
-    def post(_: int) -> int:
-        return httpx.post(
-            f"{small_queue.url}/v1/classify",
-            content=photo,
-            headers={"content-type": "image/jpeg"},
-            timeout=60,
-        ).status_code
-
     with ThreadPoolExecutor(24) as pool, socket.create_connection(("127.0.0.1", port)) as sock:
-        flood = [pool.submit(post, i) for i in range(48)]
+        flood = [pool.submit(classify, small_queue, photo) for _ in range(48)]
         edge_refusals = 0
         for _ in range(200):
             sock.sendall(request)
