@@ -33,11 +33,10 @@ from resnet_serve.api.kserve.tensors import (
     input_images,
 )
 from resnet_serve.api.pipeline.admission import queue_places
-from resnet_serve.api.pipeline.classifier import Classifier
+from resnet_serve.api.pipeline.classifier import Classifier, Target
 from resnet_serve.shared.broker import Broker, Reservation
 from resnet_serve.shared.errors import InferenceFailed, InvalidTensor, ServeError, UnknownModel
-from resnet_serve.shared.jobs import Job, ModelInfo, Result
-from resnet_serve.shared.preprocess import config_for
+from resnet_serve.shared.jobs import ModelInfo, Result
 
 PROBABILITIES = "probabilities"
 # Triton's platform names, so tools that look at `platform` recognise the artifact.
@@ -158,8 +157,10 @@ async def _run(
         request_id,
         deadline,
         places,
-        top_k=max(max(o.classification for o in outputs), 1),
-        full_scores=any(o.classification == 0 for o in outputs),
+        Target(
+            top_k=max(max(o.classification for o in outputs), 1),
+            full_scores=any(o.classification == 0 for o in outputs),
+        ),
     )
     if inputs.files is not None:
         answered = await gather_all((work.file(data) for data in inputs.files), IMAGES)
@@ -177,48 +178,32 @@ async def _run(
 
 @dataclass(frozen=True, slots=True)
 class _Work:
-    """One request's images to results: encoded files through the response cache and
-    the decode pool, each a job on a queue place already reserved."""
+    """One request's images to results, each a job on a queue place already reserved;
+    encoded files through the response cache and the decode pool (as /v1's)."""
 
     classifier: Classifier
     info: ModelInfo
     request_id: str
     deadline: float
     places: Reservation
-    top_k: int
-    full_scores: bool
+    target: Target
 
     async def file(self, data: bytes) -> tuple[Result, float]:
         """(its result, seconds decoding it): cached, or decoded and inferred."""
-        cache = self.classifier.cache
-        # Hashing a multi-MB file costs ~1 ms on the event loop: only when caching.
-        key = (
-            cache.key(self.info.name, data, self.top_k, self.full_scores) if cache.enabled else None
-        )
-        cached = cache.get(key, self.info.version) if key else None
+        target = self.target
+        key, cached = self.classifier.cached(self.info, data, target.top_k, target.full_scores)
         if cached is not None:
             return cached, 0.0
-        config = config_for(self.info, self.classifier.settings)
-        image, decode_s = await self.classifier.pool.preprocess(data, config)
-        result = await self.submit(image)
-        if key:
-            cache.put(key, result)
-        return result, decode_s
+        return await self.classifier.infer(
+            data, self.info, target, key, self.request_id, self.deadline, self.places
+        )
 
     async def crop(self, crop: np.ndarray) -> tuple[Result, float]:
         """A model-ready crop's result (nothing to decode)."""
-        return await self.submit(crop), 0.0
-
-    async def submit(self, image: np.ndarray) -> Result:
-        job = Job(
-            request_id=self.request_id,
-            model=self.info.name,
-            image=image,
-            top_k=self.top_k,
-            deadline=self.deadline,
-            full_scores=self.full_scores,
+        result = await self.classifier.submit(
+            crop, self.info, self.target, self.request_id, self.deadline, self.places
         )
-        return await self.classifier.broker.submit(job, self.places.take())
+        return result, 0.0
 
 
 def response_outputs(

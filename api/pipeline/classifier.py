@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
+
+import numpy as np
 
 from resnet_serve.api.pipeline.admission import queue_places
 from resnet_serve.api.pipeline.cache import Key, ResponseCache
@@ -26,6 +29,14 @@ from resnet_serve.shared.errors import ServeError, UnknownModel
 from resnet_serve.shared.jobs import Job, ModelInfo, Result
 from resnet_serve.shared.preprocess import config_for
 from resnet_serve.shared.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a job answers: its top-k, and the whole probability vector when asked."""
+
+    top_k: int
+    full_scores: bool = False
 
 
 class Classifier:
@@ -63,40 +74,67 @@ class Classifier:
         received_at: float,
         reservation: Reservation | None = None,
     ) -> ClassifyResponse:
-        # Hashing a multi-MB upload costs ~1 ms on the event loop: only when caching.
-        key = self.cache.key(info.name, upload.data, top_k) if self.cache.enabled else None
-        cached = self.cache.get(key, info.version) if key else None
+        key, cached = self.cached(info, upload.data, top_k)
         if cached is not None:
             return _response(request_id, cached, 0.0, received_at, info, cached=True)
+        deadline = received_at + self.settings.request_timeout_s
         if reservation is None:
-            deadline = received_at + self.settings.request_timeout_s
             async with queue_places(self.broker, info.name, 1, deadline) as own:
-                return await self._classify(upload, info, top_k, key, request_id, received_at, own)
-        return await self._classify(upload, info, top_k, key, request_id, received_at, reservation)
+                result, decode_s = await self.infer(
+                    upload.data, info, Target(top_k), key, request_id, deadline, own
+                )
+        else:
+            result, decode_s = await self.infer(
+                upload.data, info, Target(top_k), key, request_id, deadline, reservation
+            )
+        return _response(request_id, result, decode_s * 1000, received_at, info, cached=False)
 
-    async def _classify(
+    def cached(
+        self, info: ModelInfo, data: bytes, top_k: int, full_scores: bool = False
+    ) -> tuple[Key | None, Result | None]:
+        """(the cache key, when caching; the cached result, if any) for an encoded image."""
+        if not self.cache.enabled:
+            return None, None  # hashing a multi-MB file costs ~1 ms on the event loop
+        key = self.cache.key(info.name, data, top_k, full_scores)
+        return key, self.cache.get(key, info.version)
+
+    async def infer(
         self,
-        upload: Upload,
+        data: bytes,
         info: ModelInfo,
-        top_k: int,
+        target: Target,
         key: Key | None,
         request_id: str,
-        received_at: float,
+        deadline: float,
         reservation: Reservation,
-    ) -> ClassifyResponse:
-        config = config_for(info, self.settings)
-        image, decode_s = await self.pool.preprocess(upload.data, config)
+    ) -> tuple[Result, float]:
+        """(the result, seconds decoding): one encoded image decoded in the pool and
+        inferred on a reserved queue place; cached under `key`."""
+        image, decode_s = await self.pool.preprocess(data, config_for(info, self.settings))
+        result = await self.submit(image, info, target, request_id, deadline, reservation)
+        if key:
+            self.cache.put(key, result)
+        return result, decode_s
+
+    async def submit(
+        self,
+        image: np.ndarray,
+        info: ModelInfo,
+        target: Target,
+        request_id: str,
+        deadline: float,
+        reservation: Reservation,
+    ) -> Result:
+        """A model-ready image's result, on a reserved queue place."""
         job = Job(
             request_id=request_id,
             model=info.name,
             image=image,
-            top_k=top_k,
-            deadline=received_at + self.settings.request_timeout_s,
+            top_k=target.top_k,
+            deadline=deadline,
+            full_scores=target.full_scores,
         )
-        result = await self.broker.submit(job, reservation.take())
-        if key:
-            self.cache.put(key, result)
-        return _response(request_id, result, decode_s * 1000, received_at, info, cached=False)
+        return await self.broker.submit(job, reservation.take())
 
     async def classify_many(
         self,
