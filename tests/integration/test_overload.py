@@ -4,6 +4,7 @@ every decode belongs to a job that entered the queue, and refusals are 503s."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -171,18 +172,26 @@ def test_a_refused_small_upload_keeps_its_connection(small_queue: Server) -> Non
         f"Content-Length: {len(photo)}\r\n\r\n"
     ).encode() + photo
 
+    stop = threading.Event()
+
+    def flood() -> None:  # keeps the queue full until the probe is done
+        while not stop.is_set():
+            classify(small_queue, photo)
+
     with ThreadPoolExecutor(24) as pool, socket.create_connection(("127.0.0.1", port)) as sock:
-        flood = [pool.submit(classify, small_queue, photo) for _ in range(48)]
+        floods = [pool.submit(flood) for _ in range(24)]
         edge_refusals = 0
-        for _ in range(200):
-            sock.sendall(request)
-            head, body = read_answer(sock)  # the connection is still open
-            if head.startswith(b"HTTP/1.1 503") and b"the inference queue is full" in body:
-                edge_refusals += 1
-                assert b"connection: close" not in head.lower()
-                if edge_refusals == 3:
-                    break
-            time.sleep(0.01)
-        for future in flood:
+        try:
+            for _ in range(500):
+                sock.sendall(request)
+                head, body = read_answer(sock)  # the connection is still open
+                if head.startswith(b"HTTP/1.1 503") and b"the inference queue is full" in body:
+                    edge_refusals += 1
+                    assert b"connection: close" not in head.lower()
+                    if edge_refusals == 3:
+                        break
+        finally:
+            stop.set()
+        for future in floods:
             future.result()
     assert edge_refusals == 3
