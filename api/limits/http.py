@@ -1,11 +1,15 @@
-"""HTTP server limits uvicorn lacks, on its h11 protocol.
+"""HTTP server limits uvicorn lacks, on its httptools (llhttp) protocol.
 
-uvicorn 0.54 bounds the request line and headers only through h11
-(`h11_max_incomplete_event_size`; httptools has no bound) and has no header, body or
-connection bound of its own: `limit_concurrency` answers 503 to new requests but keeps
-accepting connections, and a connection that never finishes its headers is kept for
-ever. This protocol adds:
+uvicorn 0.55 has no header, body or connection bound of its own on httptools:
+`limit_concurrency` answers 503 to new requests but keeps accepting connections, a
+connection that never finishes its headers is kept for ever, and httptools buffers a
+header of any size. h11 bounds headers, but parsing in Python costs ~3x llhttp's CPU per
+request, and under a flood of refusals that CPU is taken from inference (docs/
+reliability.md). This protocol adds, on httptools:
 
+- a header bound: a request line and headers over `max_header_bytes` get a JSON 431 and
+  the connection closed, once they are complete or once that many bytes of an
+  unfinished head have arrived (so a head's buffer grows to that plus one read, no more);
 - a header deadline: a request's line and headers must all arrive within
   `header_timeout_s` of their first byte (or of the connection opening), else the
   connection is closed;
@@ -14,20 +18,20 @@ ever. This protocol adds:
   not: the server is full), is closed to make room; with none such, the new one is
   closed at once.
 
-Headers are bounded in size (and so in count) by `max_header_bytes` through h11 (a 400
-past it); idle keep-alive connections close after `keep_alive_timeout_s` (uvicorn's own);
-a request body must arrive within `body_timeout_s` (api/pipeline/uploads.py, 408).
+Idle keep-alive connections close after `keep_alive_timeout_s` (uvicorn's own); a
+request body must arrive within `body_timeout_s` (api/pipeline/uploads.py, 408).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from resnet_serve.shared.errors import error_body
 from resnet_serve.shared.logs import Summarised
 from resnet_serve.shared.settings import Settings
 
@@ -35,14 +39,29 @@ log = logging.getLogger(__name__)
 _refused = Summarised(log)  # an attack refuses by the thousand: a line per 10 s
 
 
-class GuardedH11Protocol(H11Protocol):
+def _too_large_answer(limit: int) -> bytes:
+    body = json.dumps(
+        error_body("headers_too_large", f"request line and headers exceed {limit} bytes", None)
+    ).encode()
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        b"content-type: application/json\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
+    max_header_bytes: int = 16 * 1024
     max_connections: int = 2048
     min_body_rate_bytes_s: float = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._in_head = True  # awaiting or reading a request line and headers
+        self._head_began = False  # ... and its first byte has come
+        self._head_bytes = 0  # a lower bound of the head's size, from whole reads
         self._body_since: float | None = None  # when the current body began to arrive
         self._body_bytes = 0
 
@@ -55,17 +74,61 @@ class GuardedH11Protocol(H11Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        # A read wholly inside one head counts; the read a head began in may hold the
+        # end of the previous body, so it counts only once that head is complete.
+        counts = self._in_head and self._head_began
         super().data_received(data)
-        if self.conn.their_state is h11.SEND_BODY:
-            if self._body_since is None:
-                self._body_since, self._body_bytes = self.loop.time(), 0
+        if self.transport.is_closing():
+            return
+        if self._in_head:
+            self._head_bytes += len(data) if counts else 0
+            if self._head_bytes > self.max_header_bytes:
+                self._refuse_head()
+                return
+        elif self._body_since is not None:
             self._body_bytes += len(data)
-        else:
-            self._body_since = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._in_head and self._head_began:
             self._arm()  # a request line or headers still incomplete: the clock runs
         else:
             self._disarm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_began, self._head_bytes = True, True, 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+
+    # After a refusal, the rest of the read (a body, a pipelined request) is parsed
+    # still: nothing of it may reach the app.
+    def on_headers_complete(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self._head_bytes > self.max_header_bytes:
+            self._refuse_head()
+            return
+        self._in_head = False
+        self._body_since, self._body_bytes = self.loop.time(), 0
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.transport.is_closing():
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.transport.is_closing():
+            super().on_message_complete()
+        self._in_head, self._head_began, self._body_since = True, False, None
+
+    def _refuse_head(self) -> None:
+        _refused.warning("headers", "refused a request: headers over max_header_bytes")
+        self.transport.write(_too_large_answer(self.max_header_bytes))
+        self.transport.close()
 
     def _body_rate(self, now: float) -> float | None:
         if self._body_since is None or self.transport.is_closing():
@@ -79,7 +142,7 @@ class GuardedH11Protocol(H11Protocol):
         rates = [
             (rate, other)
             for other in self.connections
-            if isinstance(other, GuardedH11Protocol)
+            if isinstance(other, GuardedHttpToolsProtocol)
             and (rate := other._body_rate(now)) is not None
             and rate < self.min_body_rate_bytes_s
         ]
@@ -105,17 +168,18 @@ class GuardedH11Protocol(H11Protocol):
 
     def _expired(self) -> None:
         self._header_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._in_head and not self.transport.is_closing():
             self.transport.close()
 
 
-def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:
+def protocol_for(settings: Settings) -> type[GuardedHttpToolsProtocol]:
     """The protocol class with this process's limits."""
     return type(
-        "ConfiguredH11Protocol",
-        (GuardedH11Protocol,),
+        "ConfiguredHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
         {
             "header_timeout_s": settings.header_timeout_s,
+            "max_header_bytes": settings.max_header_bytes,
             "max_connections": settings.max_connections,
             "min_body_rate_bytes_s": settings.min_body_rate_bytes_s,
         },
@@ -124,8 +188,4 @@ def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:
 
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn.run keyword arguments for the limits."""
-    return {
-        "http": protocol_for(settings),
-        "h11_max_incomplete_event_size": settings.max_header_bytes,
-        "timeout_keep_alive": settings.keep_alive_timeout_s,
-    }
+    return {"http": protocol_for(settings), "timeout_keep_alive": settings.keep_alive_timeout_s}
