@@ -38,7 +38,7 @@ def export(
     max_batch: MaxBatch = None,
     calibration_dir: Annotated[
         Path | None,
-        typer.Option(help="INT8: calibration photos (default: scikit-image's CC0 photos)"),
+        typer.Option(help="INT8: calibration photos (default: the shipped free photos)"),
     ] = None,
     calibration_crops: Annotated[
         int | None, typer.Option(help="INT8: crops the quantisation ranges are fitted on")

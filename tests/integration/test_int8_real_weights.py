@@ -1,6 +1,7 @@
 """EfficientNet-Lite0 with its real ImageNet weights: INT8 against fp32 on the real
-photos the project has (scikit-image's and scikit-learn's, crops and flips), judged by
-the accuracy gate; `--precision auto` follows the recorded verdict. One export."""
+photos the project has (its shipped free photos, scikit-image's and scikit-learn's;
+crops and flips), judged by the accuracy gate; `--precision auto` follows the recorded
+verdict. One export."""
 
 from __future__ import annotations
 
@@ -37,13 +38,12 @@ def lite_int8(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     done = subprocess.run(
         [
             *(sys.executable, "-m", "resnet_serve", "export", "--model", MODEL),
-            *("--engine", "openvino", "--precision", "int8", "--calibration-crops", "64"),
-            *("--holdout-crops", "600", "--accuracy-search-budget-s", "0"),
+            *("--engine", "openvino", "--precision", "int8"),
         ],
         env=server_env(home),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=400,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return home, done.stderr
@@ -76,16 +76,20 @@ def test_lite0_int8_passes_its_gate_on_real_photos_and_auto_serves_it(
     assert calibration is not None
     assert recorded.crops >= 300
     assert recorded.photos == calibration.holdout_photos >= MIN_PHOTOS
-    # Real weights, real photos: INT8 costs well under a point of top-1 accuracy (on the
-    # AVX2 EPYC measured: estimated drop 0.2 pt, 95% bound 0.3 pt, 1,200 crops of 6
-    # photos), so plain post-training quantisation passes and no search is needed.
+    # Real weights, real photos (AMD EPYC with VNNI, 2026-12-06, the defaults: 1,200
+    # crops of 13 held-out photos): plain post-training quantisation is estimated to cost
+    # ~1 point (95% bound 1.4 pt), so it fails and the accuracy search returns the stem
+    # and classifier to fp32: 0.43 pt, bound 0.57 pt. (Measured on 1,000 real ImageNet
+    # photos outside the repository, that accuracy-controlled artifact costs 0.5 pt.)
     assert recorded.passed, recorded.reason
     assert recorded.drop_upper_pt <= recorded.max_drop_pt == 1.0
     assert recorded.confident_crops >= MIN_CONFIDENT_CROPS
     assert recorded.top5_containment >= TOP5_GATE
     assert f"top-1 accuracy drop {recorded.drop_pt:.2f} pt" in printed
     assert "gate passed" in printed
-    assert (calibration.method, calibration.search_s) == ("ptq", 0)
+    searched = "plain INT8 failed the gate" in printed
+    assert calibration.method == ("accuracy-control" if searched else "ptq")
+    assert (calibration.search_s > 0) == searched
 
     # Independently: new crops and flips of every photo, fitted or held out.
     files = photo_files(None)
@@ -104,7 +108,7 @@ def test_lite0_int8_passes_its_gate_on_real_photos_and_auto_serves_it(
     # `auto` on a CPU export recorded no measurement for (only INT8 was asked for):
     # the start measures here, in a child, re-gates INT8 on this CPU, times every
     # candidate, keeps the result under the home directory and serves its pick.
-    settings = load_settings(home_dir=home, model=MODEL, offline=True, holdout_crops=300)
+    settings = load_settings(home_dir=home, model=MODEL, offline=True, holdout_crops=600)
     choice = choose(settings)
     selection = recorded_selection(settings, manifest)
     assert selection is not None
