@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -70,7 +71,10 @@ def closed_loop(server: Server, work: Path, clients: int, duration_s: int) -> di
     )
     command = ["wrk", "-t1", f"-c{clients}", f"-d{duration_s}s", "--timeout", "30s"]
     target = f"{server.url}/v1/classify"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([*command, "-s", str(script), target], capture_output=True, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     lines = [line.split() for line in out.read_text().splitlines()]
     codes = Counter(status for status, _, _ in lines)
     seconds = [int(s) for _, s, _ in lines]
@@ -83,13 +87,16 @@ def closed_loop(server: Server, work: Path, clients: int, duration_s: int) -> di
         "504": codes["504"],
         "silent_s": sum(1 for s in span if s not in ok_seconds),
         "p99_ms": totals[int(len(totals) * 0.99)] if totals else float("nan"),
+        "client_cores": client_cpu / duration_s,
     }
 
 
 def scenario_closed_loop(home: Path, logs: Path, work: Path, duration_s: int) -> None:
     print("\n### 1. Closed loop, standalone `serve`, 10 s deadline\n")
-    print("| clients | 200/s | 503 | 504 | seconds without a 200 | 200s p99 total_ms |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| clients | 200/s | 503 | 504 | seconds without a 200 | 200s p99 total_ms | wrk's cores |"
+    )
+    print("|---|---|---|---|---|---|---|")
     results = {}
     with run_server(home, logs, "--weights", "random", **ENGINE) as server:
         for clients in (256, 400):
@@ -97,7 +104,7 @@ def scenario_closed_loop(home: Path, logs: Path, work: Path, duration_s: int) ->
             results[clients] = r
             print(
                 f"| {clients} | {r['goodput']:.1f} | {r['503']:.0f} | {r['504']:.0f} "
-                f"| {r['silent_s']:.0f} | {r['p99_ms']:.0f} |"
+                f"| {r['silent_s']:.0f} | {r['p99_ms']:.0f} | {r['client_cores']:.2f} |"
             )
     print(f"\ngoodput 400 / 256: {results[400]['goodput'] / results[256]['goodput']:.2f}")
 
