@@ -33,17 +33,31 @@ from tests.servers import Server, export_artifact, run_server, server_env
 ENGINE = {"engine": "onnxruntime", "response_cache_entries": "0"}
 
 
+# A connection idle this long is not reused: the server closes idle ones after
+# keep_alive_timeout_s (5 s), and reusing one as it closes loses the request (httpx's
+# keepalive_expiry does the same).
+IDLE_EXPIRY_S = 4.0
+
+
 class Connections:
     """Idle keep-alive connections to the server, opened as arrivals need them."""
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if time.monotonic() - since < IDLE_EXPIRY_S:
+                return reader, writer
+            writer.close()
+        return await self._open()
 
     async def send(self, request: bytes) -> tuple[int, float]:
         """(status, seconds) of one request; 0 when it could not be sent or read."""
         start = time.perf_counter()
-        reader, writer = self.idle.pop() if self.idle else await self._open()
+        reader, writer = await self._connection()
         try:
             writer.write(request)
             status_line = await reader.readline()
@@ -61,7 +75,7 @@ class Connections:
             writer.close()
             return 0, time.perf_counter() - start
         if keep:
-            self.idle.append((reader, writer))
+            self.idle.append((reader, writer, time.monotonic()))
         else:
             writer.close()
         return status, time.perf_counter() - start
