@@ -61,7 +61,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._in_head = True  # awaiting or reading a request line and headers
         self._head_began = False  # ... and its first byte has come
-        self._head_bytes = 0  # a lower bound of the head's size, from whole reads
+        self._head_reads = 0  # bytes of the reads wholly inside an unfinished head
+        self._head_bytes = 0  # the head's size, from its parsed line and headers
         self._body_since: float | None = None  # when the current body began to arrive
         self._body_bytes = 0
 
@@ -81,8 +82,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._in_head:
-            self._head_bytes += len(data) if counts else 0
-            if self._head_bytes > self.max_header_bytes:
+            self._head_reads += len(data) if counts else 0
+            if self._head_reads > self.max_header_bytes:
                 self._refuse_head()
                 return
         elif self._body_since is not None:
@@ -94,7 +95,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head_began, self._head_bytes = True, True, 0
+        self._in_head, self._head_began = True, True
+        self._head_reads = self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)

@@ -267,6 +267,20 @@ def test_headers_over_the_bound_get_431_and_headers_under_it_pass(server: Server
     assert httpx.get(f"{server.url}/healthz", headers={"cookie": cookie}).status_code == 200
 
 
+def test_headers_under_the_bound_pass_when_they_arrive_in_many_reads(server: Server) -> None:
+    """A head is measured once: the reads it arrives in are never added to the headers
+    parsed from them."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: " + b"a" * (12 * 1024) + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port(server))) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(head), 1024):
+            sock.sendall(head[i : i + 1024])
+            time.sleep(0.01)  # each piece its own read
+        sock.settimeout(10)
+        with sock.makefile("rb") as reader:
+            assert read_response(reader) == 200
+
+
 def test_a_request_after_a_large_body_on_one_connection_is_served(server: Server) -> None:
     """A read may hold the end of one body and the head of the next request: the body's
     bytes never count against the next head's bound."""
@@ -279,8 +293,8 @@ def test_a_request_after_a_large_body_on_one_connection_is_served(server: Server
     with socket.create_connection(("127.0.0.1", port(server))) as sock:
         sock.sendall(upload + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         sock.settimeout(30)
-        reader = sock.makefile("rb")
-        statuses = [read_response(reader) for _ in range(2)]
+        with sock.makefile("rb") as reader:
+            statuses = [read_response(reader) for _ in range(2)]
     assert statuses == [200, 200]
 
 
