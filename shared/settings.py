@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     )
     # INT8 (`export --precision int8`): calibration photos and the accuracy gate
     calibration_dir: Path | None = Field(
-        None, description="Calibration photos; default the shipped free photos (+ scikit-image's)"
+        None, description="Calibration photos; default the shipped free photos"
     )
     calibration_crops: int = Field(300, ge=8, description="Crops INT8 ranges are fitted on")
     holdout_crops: int = Field(

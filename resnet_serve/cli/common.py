@@ -88,7 +88,6 @@ EXTRAS = {
     "torchvision": "export",
     "onnx": "export",
     "nncf": "export",
-    "skimage": "export",
     "onnxruntime": "cpu-worker",
     "openvino": "cpu-worker",
     "efficientnet_lite_pytorch": "efficientnet",

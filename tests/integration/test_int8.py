@@ -44,7 +44,7 @@ def test_export_records_backend_digests_calibration_and_accuracy(
     accuracy = entry["accuracy"]
     assert accuracy["crops"] == 300
     assert accuracy["photos"] == calibration["holdout_photos"]
-    assert accuracy["labelled"] is False  # scikit-image's photos carry no labels
+    assert accuracy["labelled"] is False  # the shipped photos carry no labels
     assert 0 <= accuracy["drop_pt"] <= accuracy["drop_upper_pt"]
     assert accuracy["max_drop_pt"] == 1.0
     assert accuracy["passed"] is False  # random weights never pass

@@ -1,6 +1,5 @@
 """EfficientNet-Lite0 with its real ImageNet weights: INT8 against fp32 on the real
-photos the project has (its shipped free photos, scikit-image's and scikit-learn's;
-crops and flips), judged by the accuracy gate; `--precision auto` follows the recorded
+photos the project ships (crops and flips), judged by the accuracy gate; `--precision auto` follows the recorded
 verdict. One export."""
 
 from __future__ import annotations
@@ -77,10 +76,10 @@ def test_lite0_int8_passes_its_gate_on_real_photos_and_auto_serves_it(
     assert recorded.crops >= 300
     assert recorded.photos == calibration.holdout_photos >= MIN_PHOTOS
     # Real weights, real photos (AMD EPYC with VNNI, 2026-12-06, the defaults: 1,200
-    # crops of 13 held-out photos): plain post-training quantisation is estimated to cost
-    # ~1 point (95% bound 1.4 pt), so it fails and the accuracy search returns the stem
-    # and classifier to fp32: 0.43 pt, bound 0.57 pt. (Measured on 1,000 real ImageNet
-    # photos outside the repository, that accuracy-controlled artifact costs 0.5 pt.)
+    # crops of 13 of the 39 shipped photos, held out): plain post-training quantisation
+    # fails (95% bound 1.17 pt), and the accuracy search returns the stem and classifier
+    # to fp32: 0.66 pt, bound 0.88 pt. (Measured on 1,000 real ImageNet photos outside
+    # the repository, that accuracy-controlled artifact costs 0.5 pt.)
     assert recorded.passed, recorded.reason
     assert recorded.drop_upper_pt <= recorded.max_drop_pt == 1.0
     assert recorded.confident_crops >= MIN_CONFIDENT_CROPS
@@ -93,7 +92,7 @@ def test_lite0_int8_passes_its_gate_on_real_photos_and_auto_serves_it(
 
     # Independently: new crops and flips of every photo, fitted or held out.
     files = photo_files(None)
-    assert {"chelsea.png", "china.jpg", "flower.jpg"} <= {f.name for f in files}
+    assert len(files) == calibration.photos  # the photos export judged on
     views = crop_views([Image.open(f).convert("RGB") for f in files], VIEWS, 224, seed=7)
     fp32 = _scores(directory, manifest.artifacts["onnx-fp32-any"], views)
     int8 = _scores(directory, entry, views)

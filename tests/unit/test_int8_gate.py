@@ -10,7 +10,12 @@ from PIL import Image
 
 from resnet_serve.worker.engines.choice import choose_engine
 from resnet_serve.worker.model.artifacts import BuildError
-from resnet_serve.worker.model.calibration import load_calibration, photo_files, split_photos
+from resnet_serve.worker.model.calibration import (
+    SHIPPED_PHOTOS,
+    load_calibration,
+    photo_files,
+    split_photos,
+)
 
 
 def _photos(directory: Path, count: int, seed: int = 1) -> None:
@@ -20,6 +25,20 @@ def _photos(directory: Path, count: int, seed: int = 1) -> None:
         pixels = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(directory / f"photo{seed:02d}-{i:02d}.png")
     Image.new("RGB", (64, 64)).save(directory / "icon.png")  # too small to be a photo
+
+
+def test_default_photos_are_the_shipped_ones_each_with_its_licence() -> None:
+    """The default set is the package's own photos whatever else is installed, so
+    `export` and a `cpu-worker` re-gating on another CPU judge on the same photos; and
+    every one of them has its author and licence in SOURCES.md (and only they do)."""
+    files = photo_files(None)
+    assert all(f.parent == SHIPPED_PHOTOS for f in files)
+    assert len(files) >= 30
+    table = (SHIPPED_PHOTOS / "SOURCES.md").read_text().splitlines()
+    listed = {row.split("|")[1].strip() for row in table if row.startswith("| ") and ".jpg" in row}
+    assert listed == {f.name for f in files}
+    held = split_photos(files)[1]
+    assert len(held) == len(files) // 3
 
 
 def test_calibration_holds_out_whole_photos(tmp_path: Path) -> None:
@@ -79,12 +98,6 @@ def test_a_class_folder_naming_no_class_is_refused(tmp_path: Path) -> None:
         load_calibration(
             tmp_path / "photos", size=32, calibration_crops=8, holdout_crops=20, labels=["tench"]
         )
-
-
-def test_the_default_calibration_set_is_scikit_image_photos() -> None:
-    files = photo_files(None)
-    assert any(f.name == "chelsea.png" for f in files)
-    assert len(files) >= 12
 
 
 def test_auto_picks_int8_only_past_its_gate() -> None:

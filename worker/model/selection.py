@@ -221,8 +221,9 @@ def _recorded_verdict(candidate: Candidate, manifest: Manifest) -> None:
 
 
 def holdout_for(settings: Settings, manifest: Manifest) -> Holdout | None:
-    """The gate's held-out crops, or None where no photos are installed (a `cpu-worker`
-    install has no scikit-image): reduced precisions then keep their recorded verdicts."""
+    """The gate's held-out crops (the shipped photos, the same on every install, unless
+    `calibration_dir` names others), or None where those cannot be read here: reduced
+    precisions then keep their recorded verdicts."""
     from resnet_serve.worker.model.calibration import load_calibration
 
     try:
