@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from resnet_serve.shared.bulk_settings import BulkJobSettings
+
 ENV_PREFIX = "RESNET_SERVE_"
 # Leases are renewed every third of the visibility timeout; below this, renewals alone
 # would keep a worker and Redis busy and one slow round trip would lose a lease.
@@ -25,7 +27,7 @@ Nice = Annotated[int, Field(ge=0, le=19)]  # a Unix niceness step
 PortNumber = Annotated[int, Field(ge=0, le=65535)]
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, BulkJobSettings):
     """Every knob of the service. Units are in the names; unknown names are errors."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
@@ -59,6 +61,13 @@ class Settings(BaseSettings):
     weights_mirror_url: str | None = None
     inference_threads: int = Field(
         0, ge=0, description="0: one per core this process may use (cgroup quota, affinity)"
+    )
+    inference_streams: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Batches inferred at once, each on inference_threads / streams threads "
+        "(onnxruntime, openvino): more throughput on few cores, slower single requests",
     )
     # INT8 (`export --precision int8`): calibration photos and the accuracy gate
     calibration_dir: Path | None = Field(
@@ -121,6 +130,13 @@ class Settings(BaseSettings):
         0,
         description="Standalone serve: how much lower the event loop's CPU "
         "priority is than inference's (0: the same), so refusals cannot take inference's CPU",
+    )
+    loop_max_cpu_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Standalone serve: while inference is backlogged, the most of this "
+        "process's CPUs the event loop may use (answering refusals); 0: no limit",
     )
     inference_nice: Nice = Field(
         10,
@@ -214,27 +230,6 @@ class Settings(BaseSettings):
         description="Gateway: how long a request for a model no live worker serves waits "
         "for one to start (KEDA scaling from zero) before 503 no_workers; 0 answers at once",
     )
-
-    # Bulk jobs (POST /v1/jobs, distributed mode): uploads wait in Redis, never on disk
-    max_bulk_images: int = Field(1000, ge=1, description="Images per bulk job")
-    max_bulk_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024, description="One job's images (a zip: uncompressed) in bytes"
-    )
-    max_bulk_stored_bytes: int = Field(
-        1024 * 1024 * 1024,
-        ge=1024,
-        description="All bulk uploads waiting in Redis together; beyond: 503 bulk_storage_full",
-    )
-    bulk_upload_ttl_s: float = Field(
-        3600.0, ge=1, description="How long uploaded images wait in Redis for a jobs-worker"
-    )
-    bulk_result_ttl_s: float = Field(
-        86400.0, ge=1, description="How long a finished job's status and results are kept"
-    )
-    bulk_job_timeout_s: float = Field(
-        1800.0, ge=10, description="Longest run of one job; a crashed run resumes after it"
-    )
-    bulk_concurrency: int = Field(16, ge=1, description="Images one jobs-worker has in flight")
 
     # Gateway auth: off unless keys are given
     api_keys: SecretStr | None = Field(None, description="Comma-separated API keys")

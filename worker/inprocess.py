@@ -15,7 +15,7 @@ from resnet_serve.shared.admission import (
     retry_after_s,
 )
 from resnet_serve.shared.broker import Reservation
-from resnet_serve.shared.cpus import cpu_model_name
+from resnet_serve.shared.cpus import cpu_model_name, usable_cpus
 from resnet_serve.shared.errors import (
     NotReady,
     QueueFull,
@@ -26,6 +26,7 @@ from resnet_serve.shared.jobs import Job, ModelInfo, Result, WorkerInfo
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
 from resnet_serve.shared.waiters import Waiters
+from resnet_serve.worker.loop_share import LoopShareCap
 from resnet_serve.worker.model.loading import LoadedModel, load_model
 from resnet_serve.worker.priorities import keep_other_threads_nicer, lower_loop_priority
 from resnet_serve.worker.runner import BatchRunner
@@ -49,6 +50,7 @@ class InProcessBroker:
         self._runner: BatchRunner | None = None
         self._task: asyncio.Task[None] | None = None
         self._nicer: asyncio.Task[None] | None = None
+        self._cap: asyncio.Task[None] | None = None  # worker/loop_share.py
         self._closing = False
         self._reserved = 0  # places set aside for requests still decoding
         # Jobs whose client left while they were queued: skipped when taken, and not
@@ -67,12 +69,19 @@ class InProcessBroker:
             max_batch_wait_ms=self.settings.max_batch_wait_ms,
             metrics=self.metrics,
             cancelled=self._abandoned_job,
+            streams=self.settings.inference_streams,
         )
         self._runner.start_thread()
         lower_loop_priority(self.settings.loop_nice)
         self._nicer = asyncio.create_task(
             keep_other_threads_nicer(self.settings.inference_nice), name="thread-priorities"
         )
+        runner = self._runner
+        cap = LoopShareCap(
+            self.settings.loop_max_cpu_share * usable_cpus(), lambda: runner.backlogged
+        )
+        if cap.acts:
+            self._cap = asyncio.create_task(cap.run(), name="loop-share")
         name = self._model.manifest.name
         self.metrics.queue_depth.labels(name).set_function(self._queue.qsize)
         self.metrics.max_batch.labels(name).set(self.settings.max_batch)
@@ -186,8 +195,9 @@ class InProcessBroker:
         """Drain: stop admitting, let queued jobs finish (bounded), then stop the runner."""
         self._closing = True
         await self._waiters.drain(self.settings.request_timeout_s)
-        if self._nicer is not None:
-            self._nicer.cancel()
+        for task in (self._nicer, self._cap):
+            if task is not None:
+                task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

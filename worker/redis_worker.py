@@ -114,6 +114,7 @@ class RedisWorker:
             metrics=metrics,
             on_take=self._taken,
             cancelled=self.cancelled,
+            streams=settings.inference_streams,
         )
 
     @property

@@ -64,6 +64,7 @@ class BatchRunner:
         metrics: Metrics,
         on_take: Callable[[Job], bool] | None = None,
         cancelled: Callable[[Job], bool] = lambda job: False,
+        streams: int = 1,
     ) -> None:
         self.model = model
         self.queue = queue
@@ -71,28 +72,46 @@ class BatchRunner:
         self.max_batch = max_batch
         self.max_wait_s = max_batch_wait_ms / 1000
         self.metrics = metrics
+        # Batches inferred at once (`inference_streams`): each stream takes a batch and
+        # runs it on its own executor thread, the engine being safe to call concurrently.
+        self.streams = streams
         metrics.start_model(model.manifest.name)
         # Smoothed drain rate (admission, Retry-After, autoscaling), seeded from warm-up's
         # largest batch so that a cold start is not "unknown".
         self.images_per_s = model.max_batch / model.max_batch_s if model.max_batch_s else 0.0
-        self.busy = False  # between taking a batch and delivering its outcomes
-        self.in_batch = 0  # jobs of the batch taken, until delivered
+        self._active = 0  # streams between taking a batch and delivering its outcomes
+        self.in_batch = 0  # jobs of the batches taken, until delivered
         # Jobs answered per delivered batch (monotonic time, count), the last
         # RATE_WINDOW_S, and since when the queue has not emptied: under a sustained
         # backlog, completions per second are the real drain rate, decode and HTTP
         # sharing the cores included, where engine time alone is optimistic.
         self._completed: collections.deque[tuple[float, int]] = collections.deque()
         self._backlogged_since: float | None = None
-        # When the engine call now running started (monotonic), None otherwise: the
-        # watchdog and the liveness probe judge progress from it.
-        self.inferring_since: float | None = None
+        # When each engine call now running started (monotonic): the watchdog and the
+        # liveness probe judge progress from the oldest.
+        self._inferring: dict[int, float] = {}
         self.slowest_batch_s = model.max_batch_s  # engine time, warm-up included
         # Called once per job as its batch is taken; False drops the job (no longer held).
         self._on_take = on_take
         # True for a job whose client left: answered ClientClosed, never inferred.
         self._cancelled = cancelled
         self._failed_alone: set[str] = set()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(streams, thread_name_prefix="inference")
+
+    @property
+    def busy(self) -> bool:
+        """Between taking a batch and delivering its outcomes, in any stream."""
+        return self._active > 0
+
+    @property
+    def backlogged(self) -> bool:
+        """The queue did not empty when the last batch was taken."""
+        return self._backlogged_since is not None
+
+    @property
+    def inferring_since(self) -> float | None:
+        """When the oldest engine call now running started (monotonic), None if none."""
+        return min(self._inferring.values(), default=None)
 
     def drain_per_s(self) -> float:
         """Images per second this runner drains: completions over the last
@@ -107,29 +126,44 @@ class BatchRunner:
         return min(self.images_per_s, observed) if self.images_per_s else observed
 
     def start_thread(self) -> None:
-        """Start the engine's thread now (a thread inherits its creator's priority)."""
-        self._executor.submit(lambda: None).result()
+        """Start the engine's threads now (a thread inherits its creator's priority);
+        each sleeps a moment so that the pool starts one per stream."""
+        for future in [self._executor.submit(time.sleep, 0.01) for _ in range(self.streams)]:
+            future.result()
 
     async def run(self) -> None:
+        """Run every stream until one stops (it raises: EngineBroken...) or this is
+        cancelled; the others are cancelled with it."""
+        streams = [asyncio.create_task(self._stream()) for _ in range(self.streams)]
         try:
-            while True:
-                batch = await next_batch(self.queue, self.max_batch, self.max_wait_s)
-                self.busy, self.in_batch = True, len(batch)
-                if self.queue.empty():
-                    self._backlogged_since = None
-                elif self._backlogged_since is None:
-                    self._backlogged_since = time.monotonic()
-                try:
-                    if self._on_take is not None:
-                        batch = [job for job in batch if self._on_take(job)]
-                    if batch:
-                        await self.deliver(await self.run_batch(batch))
-                        self._completed.append((time.monotonic(), len(batch)))
-                finally:
-                    self.busy, self.in_batch = False, 0
+            done, _ = await asyncio.wait(streams, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
         finally:
+            for task in streams:
+                task.cancel()
             # Not waiting: a hung inference thread must not hang the caller too.
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _stream(self) -> None:
+        while True:
+            batch = await next_batch(self.queue, self.max_batch, self.max_wait_s)
+            taken = len(batch)
+            self._active += 1
+            self.in_batch += taken
+            if self.queue.empty():
+                self._backlogged_since = None
+            elif self._backlogged_since is None:
+                self._backlogged_since = time.monotonic()
+            try:
+                if self._on_take is not None:
+                    batch = [job for job in batch if self._on_take(job)]
+                if batch:
+                    await self.deliver(await self.run_batch(batch))
+                    self._completed.append((time.monotonic(), len(batch)))
+            finally:
+                self._active -= 1
+                self.in_batch -= taken
 
     async def run_batch(self, batch: list[Job]) -> list[tuple[Job, Outcome]]:
         now = time.time()
@@ -155,11 +189,12 @@ class BatchRunner:
         start = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
-            self.inferring_since = time.monotonic()
+            key = id(live)
+            self._inferring[key] = time.monotonic()
             try:
                 probabilities = await loop.run_in_executor(self._executor, self._infer, live)
             finally:
-                self.inferring_since = None
+                del self._inferring[key]
         except Exception as exc:
             if is_fatal(exc):
                 raise EngineBroken(f"fatal engine error: {exc!r}") from exc
@@ -211,5 +246,5 @@ class BatchRunner:
         self.metrics.batch_size.labels(name).observe(size)
         self.metrics.inference_seconds.labels(name).observe(elapsed)
         self.slowest_batch_s = max(self.slowest_batch_s, elapsed)
-        rate = size / max(elapsed, 1e-6)
+        rate = self.streams * size / max(elapsed, 1e-6)  # the streams run side by side
         self.images_per_s = rate if not self.images_per_s else 0.8 * self.images_per_s + 0.2 * rate

@@ -1,6 +1,6 @@
 """EfficientNet-Lite0 with its real ImageNet weights: INT8 against fp32 on the real
-photos the project ships (crops and flips), judged by the accuracy gate; `--precision auto` follows the recorded
-verdict. One export."""
+photos the project ships (crops and flips), judged by the accuracy gate; `--precision
+auto` follows the recorded verdict. One export."""
 
 from __future__ import annotations
 

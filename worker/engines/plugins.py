@@ -20,28 +20,37 @@ class _ArtifactEngine:
 class OnnxRuntime(_ArtifactEngine):
     name, backend = "onnxruntime", "onnx"
 
-    def open(self, path: Path, *, precision: str, device: str, threads: int) -> Engine:
+    def open(
+        self, path: Path, *, precision: str, device: str, threads: int, streams: int = 1
+    ) -> Engine:
         from resnet_serve.worker.engines.onnxruntime_engine import OnnxRuntimeEngine
 
+        # A session runs concurrent calls safely, each on its own intra-op threads.
         return OnnxRuntimeEngine(path, precision=precision, threads=threads)
 
 
 class TorchScript(_ArtifactEngine):
     name, backend = "torchscript", "torchscript"
 
-    def open(self, path: Path, *, precision: str, device: str, threads: int) -> Engine:
+    def open(
+        self, path: Path, *, precision: str, device: str, threads: int, streams: int = 1
+    ) -> Engine:
         from resnet_serve.worker.engines.torchscript_engine import TorchScriptEngine
 
+        if streams > 1:
+            raise ValueError("the torchscript engine runs one batch at a time (streams 1)")
         return TorchScriptEngine(path, precision=precision, device=device, threads=threads)
 
 
 class OpenVino(_ArtifactEngine):
     name, backend = "openvino", "openvino"
 
-    def open(self, path: Path, *, precision: str, device: str, threads: int) -> Engine:
+    def open(
+        self, path: Path, *, precision: str, device: str, threads: int, streams: int = 1
+    ) -> Engine:
         from resnet_serve.worker.engines.openvino_engine import OpenVinoEngine
 
-        return OpenVinoEngine(path, precision=precision, threads=threads)
+        return OpenVinoEngine(path, precision=precision, threads=threads, streams=streams)
 
 
 onnxruntime = OnnxRuntime()

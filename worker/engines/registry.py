@@ -24,8 +24,11 @@ class EnginePlugin(Protocol):
     name: str  # the `--engine` value
     backend: str  # the artifact backend it opens ("onnx", "openvino", ...); "" for none
 
-    def open(self, path: Path, *, precision: str, device: str, threads: int) -> Engine:
-        """Open an artifact file of `backend`."""
+    def open(
+        self, path: Path, *, precision: str, device: str, threads: int, streams: int = 1
+    ) -> Engine:
+        """Open an artifact file of `backend`, with `threads` per stream. With `streams`
+        over 1 (passed only then), `infer` is called from that many threads at once."""
 
     def load_model(self, settings: Settings) -> LoadedModel:
         """A plug-in with no artifact (`backend` ""): the warm model it serves."""
@@ -52,9 +55,14 @@ def serves_without_artifact(engine: str) -> bool:
     return found is not None and not found.backend
 
 
-def open_engine(path: Path, *, backend: str, precision: str, device: str, threads: int) -> Engine:
+def open_engine(
+    path: Path, *, backend: str, precision: str, device: str, threads: int, streams: int = 1
+) -> Engine:
     """Open `path` with the engine that runs its backend."""
+    concurrent = {"streams": streams} if streams > 1 else {}
     for candidate in plugins().values():
         if candidate.backend == backend:
-            return candidate.open(path, precision=precision, device=device, threads=threads)
+            return candidate.open(
+                path, precision=precision, device=device, threads=threads, **concurrent
+            )
     raise ValueError(f"no engine for backend {backend!r}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from resnet_serve.shared.cpus import thread_count
 from resnet_serve.shared.jobs import ModelInfo
 from resnet_serve.shared.settings import Settings
 from resnet_serve.worker.engines.base import Engine
@@ -170,7 +171,8 @@ def load_model(settings: Settings) -> LoadedModel:
         backend=entry.backend,
         precision=entry.precision,
         device=choice.device,
-        threads=settings.inference_threads,
+        threads=max(1, thread_count(settings.inference_threads) // settings.inference_streams),
+        streams=settings.inference_streams,
     )
     max_batch, max_batch_s = warm_up(engine, manifest.input_size, settings.max_batch)
     _log_serving(manifest, entry)

@@ -1,0 +1,146 @@
+"""`inference_streams`: batches inferred side by side, on the real engines (ResNet-18,
+random weights), with the answers one stream gives; and through a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from resnet_serve.shared.jobs import Job, Result
+from resnet_serve.shared.metrics import Metrics
+from resnet_serve.shared.settings import Settings
+from resnet_serve.worker.model.loading import LoadedModel, load_model
+from resnet_serve.worker.runner import BatchRunner
+from tests.images import jpeg
+from tests.servers import run_server
+
+JOBS, MAX_BATCH = 16, 4
+
+
+class _Overlap:
+    """Counts engine calls running at once (real calls, only counted)."""
+
+    def __init__(self, infer: Callable[[np.ndarray], np.ndarray]) -> None:
+        self._infer, self._lock = infer, threading.Lock()
+        self.running = self.most = 0
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return self._infer(images)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def _load(home: Path, engine: str, precision: str, streams: int) -> LoadedModel:
+    settings = Settings(
+        home_dir=home,
+        weights="random",
+        offline=True,
+        engine=engine,
+        precision=precision,
+        inference_threads=2,
+        inference_streams=streams,
+        max_batch=MAX_BATCH,
+    )
+    return load_model(settings)
+
+
+def _run(model: LoadedModel, images: np.ndarray, streams: int) -> dict[int, np.ndarray]:
+    """Every image through a BatchRunner with `streams`: its full scores, by index."""
+
+    async def scenario() -> dict[int, np.ndarray]:
+        queue: asyncio.Queue[Job] = asyncio.Queue()
+        scores: dict[int, np.ndarray] = {}
+        done = asyncio.Event()
+
+        async def deliver(outcomes: list[tuple[Job, object]]) -> None:
+            for job, outcome in outcomes:
+                assert isinstance(outcome, Result), outcome
+                assert outcome.scores is not None
+                scores[int(job.job_id)] = outcome.scores.copy()
+            if len(scores) == len(images):
+                done.set()
+
+        runner = BatchRunner(
+            model,
+            queue,
+            deliver,
+            max_batch=MAX_BATCH,
+            max_batch_wait_ms=1,
+            metrics=Metrics(),
+            streams=streams,
+        )
+        for i, image in enumerate(images):
+            queue.put_nowait(
+                Job(
+                    "r",
+                    model.manifest.name,
+                    image,
+                    top_k=5,
+                    deadline=time.time() + 120,
+                    job_id=str(i),
+                    full_scores=True,
+                )
+            )
+        task = asyncio.create_task(runner.run())
+        await asyncio.wait_for(done.wait(), 60)
+        task.cancel()
+        return scores
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("engine", "precision"), [("onnxruntime", "fp32"), ("openvino", "int8")])
+def test_two_streams_infer_side_by_side_with_the_answers_of_one(
+    resnet_artifact: None, resnet_int8_artifact: str, home: Path, engine: str, precision: str
+) -> None:
+    images = np.random.default_rng(3).integers(0, 256, (JOBS, 224, 224, 3), dtype=np.uint8)
+    one = _run(_load(home, engine, precision, 1), images, streams=1)
+    model = _load(home, engine, precision, 2)
+    overlap = _Overlap(model.engine.infer)
+    model.engine.infer = overlap  # type: ignore[method-assign]
+    two = _run(model, images, streams=2)
+    assert overlap.most == 2  # 16 jobs, batches of 4: the two streams overlapped
+    assert sorted(two) == list(range(JOBS))  # every job answered once
+    for i in range(JOBS):
+        assert np.argmax(two[i]) == np.argmax(one[i])
+        np.testing.assert_allclose(two[i], one[i], atol=1e-5)
+
+
+def test_the_torchscript_engine_refuses_streams(home: Path) -> None:
+    from resnet_serve.worker.engines.plugins import torchscript
+
+    with pytest.raises(ValueError, match="one batch at a time"):
+        torchscript.open(home / "none.pt", precision="fp32", device="cpu", threads=1, streams=2)
+
+
+def test_a_server_with_two_streams_answers_every_request(
+    resnet_artifact: None, home: Path, logs: Path
+) -> None:
+    photo = jpeg("chelsea")
+    with run_server(
+        home, logs, "--weights", "random", inference_streams="2", response_cache_entries="0"
+    ) as server:
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                files = {"file": ("photo.jpg", photo, "image/jpeg")}
+                return await asyncio.gather(
+                    *(client.post("/v1/classify", files=files) for _ in range(24))
+                )
+
+        responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * 24
+    answers = {r.json()["predictions"][0]["index"] for r in responses}
+    assert len(answers) == 1  # the same photo, the same answer from either stream
