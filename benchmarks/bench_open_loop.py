@@ -146,7 +146,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--duration-s", type=float, default=30)
     parser.add_argument("--capacity-s", type=float, default=15)
+    parser.add_argument(
+        "--setting", action="append", default=[], help="NAME=VALUE, a server setting to change"
+    )
     args = parser.parse_args()
+    settings = {**ENGINE, **dict(pair.split("=", 1) for pair in args.setting)}
     work = Path(tempfile.mkdtemp(prefix="bench-open-loop-"))
     home = Path(os.environ.get("BENCH_HOME", work / "home"))
     export_artifact(server_env(home))
@@ -155,11 +159,12 @@ def main() -> None:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line), "?"
     )
-    with run_server(home, work, "--weights", "random", **ENGINE) as server:
+    with run_server(home, work, "--weights", "random", **settings) as server:
         port = int(server.url.rsplit(":", 1)[1])
         asyncio.run(closed_loop(port, body, 8, 3))  # warm
         capacity = asyncio.run(closed_loop(port, body, 32, args.capacity_s)) / args.capacity_s
         print(f"\n## Open loop, {cpu}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}\n")
+        print(f"settings: {settings}\n")
         print(f"capacity (closed loop, 32 clients, {args.capacity_s:g} s): {capacity:.1f} req/s\n")
         print(
             "| load | arrivals/s | requests | goodput (200/s) | 503 | 504 | failed "

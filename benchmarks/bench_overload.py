@@ -91,14 +91,17 @@ def closed_loop(server: Server, work: Path, clients: int, duration_s: int) -> di
     }
 
 
-def scenario_closed_loop(home: Path, logs: Path, work: Path, duration_s: int) -> None:
+def scenario_closed_loop(
+    home: Path, logs: Path, work: Path, duration_s: int, changed: dict[str, str]
+) -> None:
     print("\n### 1. Closed loop, standalone `serve`, 10 s deadline\n")
+    print(f"settings: {ENGINE | changed}\n")
     print(
         "| clients | 200/s | 503 | 504 | seconds without a 200 | 200s p99 total_ms | wrk's cores |"
     )
     print("|---|---|---|---|---|---|---|")
     results = {}
-    with run_server(home, logs, "--weights", "random", **ENGINE) as server:
+    with run_server(home, logs, "--weights", "random", **ENGINE | changed) as server:
         for clients in (256, 400):
             r = closed_loop(server, work, clients, duration_s)
             results[clients] = r
@@ -315,6 +318,12 @@ def main() -> None:
     parser.add_argument("--dribblers", type=int, default=2100)
     parser.add_argument("--dribble-s", type=int, default=90)
     parser.add_argument("--only", type=int, action="append", help="scenario numbers to run")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        help="NAME=VALUE, a server setting to change (closed loop only)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-overload-"))
     logs = work / "logs"
@@ -325,7 +334,8 @@ def main() -> None:
     print(f"work: {work}")
     wanted = set(args.only or range(1, 6))
     if 1 in wanted:
-        scenario_closed_loop(home, logs, work, args.duration_s)
+        changed = dict(pair.split("=", 1) for pair in args.setting)
+        scenario_closed_loop(home, logs, work, args.duration_s, changed)
     if 2 in wanted:
         scenario_refusal_cost(home, logs, work)
     if 3 in wanted:
