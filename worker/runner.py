@@ -77,8 +77,9 @@ class BatchRunner:
         self.streams = streams
         metrics.start_model(model.manifest.name)
         # Smoothed drain rate (admission, Retry-After, autoscaling), seeded from warm-up's
-        # largest batch so that a cold start is not "unknown".
-        self.images_per_s = model.max_batch / model.max_batch_s if model.max_batch_s else 0.0
+        # largest batch (on one stream) so that a cold start is not "unknown".
+        warm = model.max_batch / model.max_batch_s if model.max_batch_s else 0.0
+        self.images_per_s = streams * warm
         self._active = 0  # streams between taking a batch and delivering its outcomes
         self.in_batch = 0  # jobs of the batches taken, until delivered
         # Jobs answered per delivered batch (monotonic time, count), the last
