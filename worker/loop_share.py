@@ -4,9 +4,10 @@ A client refused with 503 may send again at once (a closed loop that ignores
 Retry-After). The loop then answers refusals as fast as they come, so its refusal work
 grows with its own speed and never lets up; at its higher priority (worker/priorities.py)
 it holds a core that inference needed. So while inference is backlogged, the loop's own
-CPU time is held to `cores`: past it, the loop stops for the excess, and requests wait
-meanwhile in the kernel's socket buffers. Below the cap (a queue that empties, or a
-flood refused within the cap) nothing changes; a cap of a whole core or more never acts,
+CPU time is held to `cores` (a token bucket: bursts up to BURST_CPU_S pass): past it,
+the loop stops for the excess, and requests wait meanwhile in the kernel's socket
+buffers. Below the cap (a queue that empties, or a flood refused within the cap)
+nothing changes; a cap of a whole core or more never acts,
 since the loop is one thread. Measured: docs/reliability.md.
 """
 
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 CHECK_EVERY_S = 0.02  # with MAX_PAUSE_S, holds a cap down to 0.2 cores
 MAX_PAUSE_S = 0.1  # the longest the loop stops at a time
+# CPU seconds the loop may run beyond its share before it is stopped: answering a
+# batch's requests at once, or a short burst of arrivals, never stops it.
+BURST_CPU_S = 0.1
 REPORT_EVERY_S = 10.0
 
 
@@ -41,12 +45,18 @@ class LoopShareCap:
         REPORT_EVERY_S while it stops the loop."""
         reported_at, reported_s = time.monotonic(), 0.0
         cpu, wall = time.thread_time(), time.monotonic()
+        tokens = BURST_CPU_S  # CPU seconds the loop may still use beyond its share
         while True:
             await asyncio.sleep(CHECK_EVERY_S)
             used, span = time.thread_time() - cpu, time.monotonic() - wall
-            if self._backlogged() and used > self.cores * span:
-                pause = min(used / self.cores - span, MAX_PAUSE_S)
+            backlogged = self._backlogged()
+            tokens = (
+                min(BURST_CPU_S, tokens + self.cores * span - used) if backlogged else BURST_CPU_S
+            )
+            if tokens < 0:
+                pause = min(-tokens / self.cores, MAX_PAUSE_S)
                 time.sleep(pause)  # noqa: ASYNC251 (blocking on purpose: the loop is held back)
+                tokens += self.cores * pause
                 self.paused_s += pause
             cpu, wall = time.thread_time(), time.monotonic()
             if wall - reported_at >= REPORT_EVERY_S:

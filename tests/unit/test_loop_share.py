@@ -28,7 +28,7 @@ def test_the_loop_is_held_to_its_share_only_while_inference_is_backlogged() -> N
         nonlocal backlogged
         cap = LoopShareCap(0.25, lambda: backlogged)
         task = asyncio.create_task(cap.run())
-        held = await _busy_loop(2.0)
+        held = await _busy_loop(3.0)
         paused = cap.paused_s
         backlogged = False
         await _busy_loop(0.5)
@@ -36,8 +36,8 @@ def test_the_loop_is_held_to_its_share_only_while_inference_is_backlogged() -> N
         return held, paused, cap.paused_s - paused
 
     held, paused, paused_after = asyncio.run(scenario())
-    assert held <= 0.25 * 1.3  # measured 0.24 on 2 idle cores
-    assert paused >= 0.2  # it stopped the loop (1.5 s of the 2 s on 2 idle cores)
+    assert held <= 0.25 * 1.3  # (0.75 + a 0.1 burst) / 3 s at most
+    assert paused >= 0.2  # it stopped the loop (about 2.2 s of the 3 s on idle cores)
     assert paused_after == 0  # no backlog: never held back
 
 
