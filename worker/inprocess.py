@@ -33,6 +33,9 @@ from resnet_serve.worker.runner import BatchRunner
 
 log = logging.getLogger(__name__)
 
+# The loop's CPU cap (worker/loop_share.py) applies this long after a refusal.
+REFUSING_S = 1.0
+
 
 class InProcessBroker:
     def __init__(
@@ -51,6 +54,7 @@ class InProcessBroker:
         self._task: asyncio.Task[None] | None = None
         self._nicer: asyncio.Task[None] | None = None
         self._cap: asyncio.Task[None] | None = None  # worker/loop_share.py
+        self._refused_at = -REFUSING_S  # monotonic time of the latest refusal
         self._closing = False
         self._reserved = 0  # places set aside for requests still decoding
         # Jobs whose client left while they were queued: skipped when taken, and not
@@ -76,9 +80,12 @@ class InProcessBroker:
         self._nicer = asyncio.create_task(
             keep_other_threads_nicer(self.settings.inference_nice), name="thread-priorities"
         )
+        # Held back only while it refuses with inference backlogged: the loop's own
+        # admitted work (a burst of uploads at start) is never slowed.
         runner = self._runner
         cap = LoopShareCap(
-            self.settings.loop_max_cpu_share * usable_cpus(), lambda: runner.backlogged
+            self.settings.loop_max_cpu_share * usable_cpus(),
+            lambda: runner.backlogged and self._refusing(),
         )
         if cap.acts:
             self._cap = asyncio.create_task(cap.run(), name="loop-share")
@@ -129,7 +136,14 @@ class InProcessBroker:
         ]
 
     def saturated(self) -> bool:
-        return self._queue.qsize() + self._reserved >= self.settings.max_queue
+        full = self._queue.qsize() + self._reserved >= self.settings.max_queue
+        if full:  # the edge gate refuses this request
+            self._refused_at = time.monotonic()
+        return full
+
+    def _refusing(self) -> bool:
+        """A request was refused within the last REFUSING_S."""
+        return time.monotonic() - self._refused_at < REFUSING_S
 
     async def reserve(self, model: str, count: int, deadline: float | None = None) -> Reservation:
         if not self.ready():
@@ -137,6 +151,7 @@ class InProcessBroker:
         if model not in self.models():
             raise UnknownModel(f"model {model!r} is not served here")
         if self._queue.qsize() + self._reserved + count > self.settings.max_queue:
+            self._refused_at = time.monotonic()
             raise QueueFull("the inference queue is full", retry_after_s=self.retry_after_s(model))
         self._admit_in_time(count, deadline)
         self._reserved += count
@@ -150,6 +165,7 @@ class InProcessBroker:
         check_not_too_late(count, fits, budget)
         ahead = self._queue.qsize() - len(self._abandoned) + self._reserved + self._runner.in_batch
         if ahead + count > fits:
+            self._refused_at = time.monotonic()
             raise QueueFull(
                 f"the {ahead} images queued ahead would not be done in time for this request",
                 retry_after_s=retry_after_s(ahead + count - fits, rate),

@@ -1,13 +1,14 @@
-"""Standalone serve: the event loop's share of the CPU while inference is backlogged.
+"""Standalone serve: the event loop's share of the CPU while it refuses requests and
+inference is backlogged.
 
 A client refused with 503 may send again at once (a closed loop that ignores
 Retry-After). The loop then answers refusals as fast as they come, so its refusal work
 grows with its own speed and never lets up; at its higher priority (worker/priorities.py)
-it holds a core that inference needed. So while inference is backlogged, the loop's own
-CPU time is held to `cores` (a token bucket: bursts up to BURST_CPU_S pass): past it,
-the loop stops for the excess, and requests wait meanwhile in the kernel's socket
-buffers. Below the cap (a queue that empties, or a flood refused within the cap)
-nothing changes; a cap of a whole core or more never acts,
+it holds a core that inference needed. So while the loop refuses requests and inference
+is backlogged, the loop's own CPU time is held to `cores` (a token bucket: bursts up to
+BURST_CPU_S pass): past it, the loop stops for the excess, and requests wait meanwhile
+in the kernel's socket buffers. Otherwise (no refusals, a queue that empties, a flood
+refused within the cap) nothing changes; a cap of a whole core or more never acts,
 since the loop is one thread. Measured: docs/reliability.md.
 """
 
@@ -29,11 +30,12 @@ REPORT_EVERY_S = 10.0
 
 
 class LoopShareCap:
-    """Hold the event loop that runs `run` to `cores` of CPU while `backlogged()`."""
+    """Hold the event loop that runs `run` to `cores` of CPU while `engaged()` (the
+    owner's test: refusing, with inference backlogged)."""
 
-    def __init__(self, cores: float, backlogged: Callable[[], bool]) -> None:
+    def __init__(self, cores: float, engaged: Callable[[], bool]) -> None:
         self.cores = cores
-        self._backlogged = backlogged
+        self._engaged = engaged
         self.paused_s = 0.0  # wall-clock seconds the loop was stopped, in all
 
     @property
@@ -49,10 +51,10 @@ class LoopShareCap:
         while True:
             await asyncio.sleep(CHECK_EVERY_S)
             used, span = time.thread_time() - cpu, time.monotonic() - wall
-            backlogged = self._backlogged()
-            tokens = (
-                min(BURST_CPU_S, tokens + self.cores * span - used) if backlogged else BURST_CPU_S
-            )
+            if self._engaged():
+                tokens = min(BURST_CPU_S, tokens + self.cores * span - used)
+            else:
+                tokens = BURST_CPU_S
             if tokens < 0:
                 pause = min(-tokens / self.cores, MAX_PAUSE_S)
                 time.sleep(pause)  # noqa: ASYNC251 (blocking on purpose: the loop is held back)
@@ -62,8 +64,8 @@ class LoopShareCap:
             if wall - reported_at >= REPORT_EVERY_S:
                 if self.paused_s > reported_s:
                     log.warning(
-                        "inference backlogged: the event loop was held to %.2f cores, "
-                        "stopping %.1f s in the last %.0f s (loop_max_cpu_share)",
+                        "refusing with inference backlogged: the event loop was held to "
+                        "%.2f cores, stopping %.1f s in the last %.0f s (loop_max_cpu_share)",
                         self.cores,
                         self.paused_s - reported_s,
                         wall - reported_at,
