@@ -44,7 +44,8 @@ class Broker(Protocol):
 
     def saturated(self) -> bool:
         """True when it is already known that no request could be admitted now (the
-        default model's queue is full); False when unsure. Read before routing, for
+        default model's queue is full, or standalone, too long for a new request's
+        deadline); False when unsure. Read before routing, for
         every upload: it must cost no I/O."""
 
     def retry_after_s(self, model: str | None = None) -> float:

@@ -136,10 +136,22 @@ class InProcessBroker:
         ]
 
     def saturated(self) -> bool:
+        """The edge gate's question, before a body is read: the queue is full, or one
+        image given the whole deadline would not be done in time (the rule reserve()
+        applies: /v1's deadline is always `request_timeout_s`, so a request the edge
+        passes may still be refused there, one it refuses never would be admitted)."""
         full = self._queue.qsize() + self._reserved >= self.settings.max_queue
-        if full:  # the edge gate refuses this request
+        if not full and self._runner is not None:
+            ahead, fits, _ = self._prediction(self._whole_budget_s())
+            full = ahead + 1 > fits
+        if full:
             self._refused_at = time.monotonic()
         return full
+
+    def _whole_budget_s(self) -> float | None:
+        """A request's budget as it arrives: the deadline, or the queue-wait objective."""
+        now = time.time()
+        return budget_s(now + self.settings.request_timeout_s, now, self.settings.admit_within_s)
 
     def _refusing(self) -> bool:
         """A request was refused within the last REFUSING_S."""
@@ -158,18 +170,24 @@ class InProcessBroker:
         return Reservation(model, [str(i) for i in range(count)])
 
     def _admit_in_time(self, count: int, deadline: float | None) -> None:
-        assert self._runner is not None  # ready
-        rate = self._runner.drain_per_s()
         budget = budget_s(deadline, time.time(), self.settings.admit_within_s)
-        fits = admissible(rate, self.settings.max_batch / rate if rate else 0.0, budget)
+        ahead, fits, rate = self._prediction(budget)
         check_not_too_late(count, fits, budget)
-        ahead = self._queue.qsize() - len(self._abandoned) + self._reserved + self._runner.in_batch
         if ahead + count > fits:
             self._refused_at = time.monotonic()
             raise QueueFull(
                 f"the {ahead} images queued ahead would not be done in time for this request",
                 retry_after_s=retry_after_s(ahead + count - fits, rate),
             )
+
+    def _prediction(self, budget: float | None) -> tuple[int, int, float]:
+        """(images ahead of a new request, how many may be ahead of and in it for it to
+        finish within `budget` seconds, the drain rate) by shared/admission.py's rule."""
+        assert self._runner is not None  # ready
+        rate = self._runner.drain_per_s()
+        fits = admissible(rate, self.settings.max_batch / rate if rate else 0.0, budget)
+        ahead = self._queue.qsize() - len(self._abandoned) + self._reserved + self._runner.in_batch
+        return ahead, fits, rate
 
     async def release(self, reservation: Reservation) -> None:
         self._reserved -= len(reservation.places)
@@ -199,8 +217,13 @@ class InProcessBroker:
                 raise
 
     def retry_after_s(self, model: str | None = None) -> float:
-        rate = self._runner.images_per_s if self._runner else 0.0
-        return self._queue.qsize() / rate if rate else 1.0
+        """When the images beyond what a new request's whole deadline (and the queue's
+        size) allow are likely drained, by the prediction admission makes: jittered,
+        at least 1 s."""
+        if self._runner is None:
+            return 1.0
+        ahead, fits, rate = self._prediction(self._whole_budget_s())
+        return retry_after_s(ahead + 1 - min(fits, self.settings.max_queue), rate)
 
     async def _deliver(self, outcomes: list[tuple[Job, Result | ServeError]]) -> None:
         for job, outcome in outcomes:

@@ -1,8 +1,9 @@
 """Admission on the gateway's side, in one place: queue places reserved for a request's
 jobs before anything is decoded (`queue_places`), and uploads refused at the edge while
-the queue is full, before routing, reading the body, parsing or decoding anything
-(`AdmissionGate`). The broker decides (api/broker/admission_scripts.py across gateways,
-worker/inprocess.py standalone).
+the queue is full (standalone: or too long for a new request's deadline), before
+routing, reading the body, parsing or decoding anything (`AdmissionGate`). The broker
+decides (api/broker/admission_scripts.py across gateways, worker/inprocess.py
+standalone).
 
 Under overload almost every request is refused, and a closed-loop client sends the next
 one as soon as the last is answered: what a refusal costs in CPU is taken from
@@ -91,7 +92,10 @@ class AdmissionGate:
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         scope["route"] = _Route(scope["path"])
-        error = QueueFull("the inference queue is full", retry_after_s=self.broker.retry_after_s())
+        error = QueueFull(
+            "the inference queue is full, or too long for this request to be done in time",
+            retry_after_s=self.broker.retry_after_s(),
+        )
         self.metrics.errors.labels(error.code).inc()
         body = json.dumps(error_body(error.code, error.message, request_id_var.get())).encode()
         headers = [
