@@ -3,6 +3,7 @@ every decode belongs to a job that entered the queue, and refusals are 503s."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -104,6 +105,54 @@ def test_admission_refuses_what_would_miss_its_deadline(slow_engine: Server) -> 
             assert "in time" in response.json()["error"]["message"]
             assert float(response.headers["Retry-After"]) >= 1
             assert took < 1.5
+    assert slow_engine.metric("resnet_serve_expired_jobs_total") == 0
+
+
+def test_a_request_too_late_for_its_deadline_is_refused_before_its_body(
+    slow_engine: Server,
+) -> None:
+    """While the work ahead would outlast a new request's deadline (the queue itself far
+    from full), the edge refuses an upload as its headers arrive: 503 queue_full with a
+    Retry-After, before any byte of its body is read. (Admission after reading the body
+    would hold the connection until the body or its timeout came.)"""
+    photo = jpeg("chelsea")
+    port = int(slow_engine.url.rsplit(":", 1)[1])
+    head_only = (
+        f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {len(photo)}\r\n\r\n"
+    ).encode()
+    stop = threading.Event()
+
+    def flood() -> None:  # ~4 images/s of capacity against 16 clients
+        while not stop.is_set():
+            classify(slow_engine, photo)
+
+    refused: list[tuple[bytes, bytes, float]] = []
+    with ThreadPoolExecutor(16) as pool:
+        floods = [pool.submit(flood) for _ in range(16)]
+        try:
+            for _ in range(40):
+                with socket.create_connection(("127.0.0.1", port)) as sock:
+                    sock.settimeout(2)  # past the edge, the body would be awaited for 30 s
+                    start = time.perf_counter()
+                    sock.sendall(head_only)
+                    with contextlib.suppress(TimeoutError):
+                        head, body = read_answer(sock)
+                        refused.append((head, body, time.perf_counter() - start))
+                if len(refused) == 3:
+                    break
+                time.sleep(0.1)
+        finally:
+            stop.set()
+        for future in floods:
+            future.result()
+    assert len(refused) == 3
+    for head, body, took in refused:
+        assert head.startswith(b"HTTP/1.1 503"), head
+        assert b'"queue_full"' in body
+        assert b"in time" in body
+        assert b"retry-after:" in head.lower()
+        assert took < 1.0  # answered at once, not after a body wait
     assert slow_engine.metric("resnet_serve_expired_jobs_total") == 0
 
 
