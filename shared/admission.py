@@ -32,6 +32,12 @@ def budget_s(deadline: float | None, now: float, queue_wait_s: float) -> float |
     return left
 
 
+def whole_budget_s(request_timeout_s: float, queue_wait_s: float) -> float:
+    """A request's budget as it arrives: its deadline, or the queue-wait objective when
+    tighter (every `/v1` request has `request_timeout_s`; KServe's may be shorter)."""
+    return min(request_timeout_s, queue_wait_s) if queue_wait_s > 0 else request_timeout_s
+
+
 def admissible(rate_per_s: float, batch_s: float, budget: float | None) -> int:
     """How many images may be ahead of and in a request for it to finish in time;
     UNLIMITED while the rate is unknown (nothing measured yet) or no budget applies."""

@@ -182,3 +182,49 @@ def hang_up_after_sending(port: int, body: bytes, clients: int, after_s: float) 
     time.sleep(after_s)
     for sock in hangers:
         sock.close()
+
+
+def read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """(status line and headers, body) of one HTTP/1.1 answer on `sock`."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":")[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
+def answers_to_headers_alone(
+    port: int, length: int, wanted: int, tries: int = 40, wait_s: float = 2
+) -> list[tuple[bytes, bytes, float]]:
+    """(head, body, seconds to the answer) of up to `wanted` answers to uploads whose
+    headers (declaring `length` bytes of image/jpeg) come without their body, each on a
+    new connection. One not answered within `wait_s` (its body awaited) is closed and
+    another sent, `tries` in all, 0.1 s apart."""
+    head_only = (
+        f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+    answers: list[tuple[bytes, bytes, float]] = []
+    for _ in range(tries):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.settimeout(wait_s)
+            start = time.perf_counter()
+            sock.sendall(head_only)
+            with contextlib.suppress(TimeoutError):
+                head, body = read_answer(sock)
+                answers.append((head, body, time.perf_counter() - start))
+        if len(answers) == wanted:
+            break
+        time.sleep(0.1)
+    return answers

@@ -13,6 +13,7 @@ from resnet_serve.shared.admission import (
     budget_s,
     check_not_too_late,
     retry_after_s,
+    whole_budget_s,
 )
 from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.cpus import cpu_model_name, usable_cpus
@@ -142,16 +143,14 @@ class InProcessBroker:
         passes may still be refused there, one it refuses never would be admitted)."""
         full = self._queue.qsize() + self._reserved >= self.settings.max_queue
         if not full and self._runner is not None:
-            ahead, fits, _ = self._prediction(self._whole_budget_s())
+            ahead, fits, _ = self._prediction(self._whole_budget())
             full = ahead + 1 > fits
         if full:
             self._refused_at = time.monotonic()
         return full
 
-    def _whole_budget_s(self) -> float | None:
-        """A request's budget as it arrives: the deadline, or the queue-wait objective."""
-        now = time.time()
-        return budget_s(now + self.settings.request_timeout_s, now, self.settings.admit_within_s)
+    def _whole_budget(self) -> float:
+        return whole_budget_s(self.settings.request_timeout_s, self.settings.admit_within_s)
 
     def _refusing(self) -> bool:
         """A request was refused within the last REFUSING_S."""
@@ -222,7 +221,7 @@ class InProcessBroker:
         at least 1 s."""
         if self._runner is None:
             return 1.0
-        ahead, fits, rate = self._prediction(self._whole_budget_s())
+        ahead, fits, rate = self._prediction(self._whole_budget())
         return retry_after_s(ahead + 1 - min(fits, self.settings.max_queue), rate)
 
     async def _deliver(self, outcomes: list[tuple[Job, Result | ServeError]]) -> None:

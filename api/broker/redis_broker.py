@@ -35,6 +35,7 @@ from resnet_serve.shared.admission import (
     budget_s,
     check_not_too_late,
     retry_after_s,
+    whole_budget_s,
 )
 from resnet_serve.shared.broker import Reservation
 from resnet_serve.shared.errors import (
@@ -59,9 +60,10 @@ log = logging.getLogger(__name__)
 REPLY_BLOCK_S = 1.0
 WORKER_POLL_S = 0.1  # how often a request waiting for a first worker looks again
 NO_WORKERS_RETRY_S = 5.0
-# After the reservation script says "full", the gateway refuses that model's uploads
-# before reading them for this long, then asks Redis again: under overload most refusals
-# then cost no body read and no round trip, and a queue that drains is seen within 50 ms.
+# After the reservation script says "full" (or that one image given a whole deadline
+# would not be done in time), the gateway refuses that model's uploads before reading
+# them for this long, then asks Redis again: under overload most refusals then cost no
+# body read and no round trip, and a queue that drains is seen within 50 ms.
 FULL_KNOWN_S = 0.05
 # The reply reader's socket waits this long past the block time. A read that times out
 # after Redis popped replies would drop them, so it must only ever time out when Redis is
@@ -163,7 +165,8 @@ class RedisBroker:
 
     def saturated(self) -> bool:
         """Only the reservation script knows, across gateways; what this gateway knows
-        is that it said "full" for the default model under `FULL_KNOWN_S` ago."""
+        is that it said "full" (or "too late for any request") for the default model
+        under `FULL_KNOWN_S` ago."""
         return time.monotonic() < self._full_until.get(self.settings.model, 0.0)
 
     def retry_after_s(self, model: str | None = None) -> float:
@@ -203,6 +206,9 @@ class RedisBroker:
             ahead = -int(granted) - 1
             if ahead + count > self.settings.max_queue:
                 raise self._full(model)
+            whole = whole_budget_s(self.settings.request_timeout_s, self.settings.admit_within_s)
+            if ahead + 1 > admissible(rate, batch_s, whole):  # the next upload is late too
+                self._full_until[model] = time.monotonic() + FULL_KNOWN_S
             raise QueueFull(
                 f"the {ahead} images queued ahead would not be done in time for this request",
                 retry_after_s=retry_after_s(ahead + count - fits, rate),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -23,7 +24,7 @@ from tests.cluster import (
     wait_until,
     workers,
 )
-from tests.hostile import hang_up_after_sending
+from tests.hostile import answers_to_headers_alone, hang_up_after_sending
 from tests.redis_server import RedisServer
 from tests.servers import Server
 
@@ -140,6 +141,42 @@ def test_admission_across_gateways_refuses_what_would_miss_its_deadline(
     assert {code for status, _, code in outcomes if status == 503} == {"queue_full"}
     assert max(took for status, took, _ in outcomes if status == 200) < 4  # the deadline
     assert expired == 0
+
+
+def test_a_gateway_that_saw_the_queue_too_long_refuses_before_reading_a_body(
+    home: Path, logs: Path, redis_server: RedisServer
+) -> None:
+    """One worker of ~4 images/s, a 4 s deadline, room for 256: under 16 clients the
+    reservation script keeps saying "too late", and after each such answer the gateway
+    refuses for a moment at the edge, as an upload's headers arrive, without reading its
+    body or asking Redis (an upload sent with no body is answered 503 at once)."""
+    settings = fault_settings(500, max_batch="2", request_timeout_s="4")
+    photo = images(1, seed=7)[0]
+    with ExitStack() as stack:
+        stack.enter_context(workers(home, logs, redis_server, "w1", **settings))
+        server = stack.enter_context(gateway(home, logs, redis_server, **settings))
+        wait_until(lambda: server.metric("resnet_serve_workers", model=MODEL) == 1, 30, "worker")
+        stop = threading.Event()
+
+        def flood() -> None:
+            while not stop.is_set():
+                classify(server, photo)
+
+        with ThreadPoolExecutor(16) as pool:
+            floods = [pool.submit(flood) for _ in range(16)]
+            try:
+                port = int(server.url.rsplit(":", 1)[1])
+                refused = answers_to_headers_alone(port, len(photo), wanted=3)
+            finally:
+                stop.set()
+            for future in floods:
+                future.result()
+    assert len(refused) == 3
+    for head, body, took in refused:
+        assert head.startswith(b"HTTP/1.1 503"), head
+        assert b'"queue_full"' in body
+        assert b"retry-after:" in head.lower()
+        assert took < 1.0  # at once, not after a 2 s wait for the body
 
 
 def test_jobs_whose_client_left_are_skipped_by_the_worker(

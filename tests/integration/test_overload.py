@@ -3,7 +3,6 @@ every decode belongs to a job that entered the queue, and refusals are 503s."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from tests.cluster import fault_settings, wait_until
-from tests.hostile import hang_up_after_sending
+from tests.hostile import answers_to_headers_alone, hang_up_after_sending, read_answer
 from tests.images import jpeg
 from tests.servers import Server, run_server
 
@@ -117,31 +116,16 @@ def test_a_request_too_late_for_its_deadline_is_refused_before_its_body(
     would hold the connection until the body or its timeout came.)"""
     photo = jpeg("chelsea")
     port = int(slow_engine.url.rsplit(":", 1)[1])
-    head_only = (
-        f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-        f"Content-Length: {len(photo)}\r\n\r\n"
-    ).encode()
     stop = threading.Event()
 
     def flood() -> None:  # ~4 images/s of capacity against 16 clients
         while not stop.is_set():
             classify(slow_engine, photo)
 
-    refused: list[tuple[bytes, bytes, float]] = []
     with ThreadPoolExecutor(16) as pool:
         floods = [pool.submit(flood) for _ in range(16)]
         try:
-            for _ in range(40):
-                with socket.create_connection(("127.0.0.1", port)) as sock:
-                    sock.settimeout(2)  # past the edge, the body would be awaited for 30 s
-                    start = time.perf_counter()
-                    sock.sendall(head_only)
-                    with contextlib.suppress(TimeoutError):
-                        head, body = read_answer(sock)
-                        refused.append((head, body, time.perf_counter() - start))
-                if len(refused) == 3:
-                    break
-                time.sleep(0.1)
+            refused = answers_to_headers_alone(port, len(photo), wanted=3)
         finally:
             stop.set()
         for future in floods:
@@ -188,26 +172,6 @@ def test_requests_whose_client_left_are_skipped_before_inference(slow_engine: Se
     skipped = slow_engine.metric("resnet_serve_cancelled_jobs_total", model="resnet18")
     assert skipped - cancelled <= 4
     assert slow_engine.metric("resnet_serve_batch_size_sum") - inferred == 3
-
-
-def read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
-    """(status line and headers, body) of one HTTP/1.1 answer on `sock`."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(
-        next(
-            line.split(b":")[1]
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length")
-        )
-    )
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head, body
 
 
 def test_a_refused_small_upload_keeps_its_connection(small_queue: Server) -> None:
