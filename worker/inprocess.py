@@ -138,9 +138,9 @@ class InProcessBroker:
 
     def saturated(self) -> bool:
         """The edge gate's question, before a body is read: the queue is full, or one
-        image given the whole deadline would not be done in time (the rule reserve()
-        applies: /v1's deadline is always `request_timeout_s`, so a request the edge
-        passes may still be refused there, one it refuses never would be admitted)."""
+        image given a whole deadline would not be done in time, by the prediction
+        reserve() makes (/v1's deadline is always `request_timeout_s`). A cached answer
+        is refused too: finding it means reading and hashing the body."""
         full = self._queue.qsize() + self._reserved >= self.settings.max_queue
         if not full and self._runner is not None:
             ahead, fits, _ = self._prediction(self._whole_budget())
