@@ -15,6 +15,7 @@ import math
 import random
 
 from resnet_serve.shared.errors import DeadlineExceeded
+from resnet_serve.shared.settings import Settings
 
 # The prediction is a mean; within 0.6 of the budget it stands in for a p90 within 0.8
 # (measured: at 0.8, 400 closed-loop clients saw admitted p99 of 9.1 s for a 10 s
@@ -32,10 +33,11 @@ def budget_s(deadline: float | None, now: float, queue_wait_s: float) -> float |
     return left
 
 
-def whole_budget_s(request_timeout_s: float, queue_wait_s: float) -> float:
+def whole_budget_s(settings: Settings) -> float:
     """A request's budget as it arrives: its deadline, or the queue-wait objective when
     tighter (every `/v1` request has `request_timeout_s`; KServe's may be shorter)."""
-    return min(request_timeout_s, queue_wait_s) if queue_wait_s > 0 else request_timeout_s
+    timeout, queue_wait = settings.request_timeout_s, settings.admit_within_s
+    return min(timeout, queue_wait) if queue_wait > 0 else timeout
 
 
 def admissible(rate_per_s: float, batch_s: float, budget: float | None) -> int:

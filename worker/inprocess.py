@@ -143,14 +143,11 @@ class InProcessBroker:
         is refused too: finding it means reading and hashing the body."""
         full = self._queue.qsize() + self._reserved >= self.settings.max_queue
         if not full and self._runner is not None:
-            ahead, fits, _ = self._prediction(self._whole_budget())
+            ahead, fits, _ = self._prediction(whole_budget_s(self.settings))
             full = ahead + 1 > fits
         if full:
             self._refused_at = time.monotonic()
         return full
-
-    def _whole_budget(self) -> float:
-        return whole_budget_s(self.settings.request_timeout_s, self.settings.admit_within_s)
 
     def _refusing(self) -> bool:
         """A request was refused within the last REFUSING_S."""
@@ -221,7 +218,7 @@ class InProcessBroker:
         at least 1 s."""
         if self._runner is None:
             return 1.0
-        ahead, fits, rate = self._prediction(self._whole_budget())
+        ahead, fits, rate = self._prediction(whole_budget_s(self.settings))
         return retry_after_s(ahead + 1 - min(fits, self.settings.max_queue), rate)
 
     async def _deliver(self, outcomes: list[tuple[Job, Result | ServeError]]) -> None:

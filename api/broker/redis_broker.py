@@ -60,10 +60,9 @@ log = logging.getLogger(__name__)
 REPLY_BLOCK_S = 1.0
 WORKER_POLL_S = 0.1  # how often a request waiting for a first worker looks again
 NO_WORKERS_RETRY_S = 5.0
-# After the reservation script says "full" (or that one image given a whole deadline
-# would not be done in time), the gateway refuses that model's uploads before reading
-# them for this long, then asks Redis again: under overload most refusals then cost no
-# body read and no round trip, and a queue that drains is seen within 50 ms.
+# After the reservation script says "full" or "too late even for a whole deadline", the
+# gateway refuses that model's uploads unread for this long, then asks Redis again: most
+# refusals then cost no body read or round trip; a drained queue is seen within 50 ms.
 FULL_KNOWN_S = 0.05
 # The reply reader's socket waits this long past the block time. A read that times out
 # after Redis popped replies would drop them, so it must only ever time out when Redis is
@@ -206,8 +205,7 @@ class RedisBroker:
             ahead = -int(granted) - 1
             if ahead + count > self.settings.max_queue:
                 raise self._full(model)
-            whole = whole_budget_s(self.settings.request_timeout_s, self.settings.admit_within_s)
-            if ahead + 1 > admissible(rate, batch_s, whole):  # the next upload is late too
+            if ahead + 1 > admissible(rate, batch_s, whole_budget_s(self.settings)):
                 self._full_until[model] = time.monotonic() + FULL_KNOWN_S
             raise QueueFull(
                 f"the {ahead} images queued ahead would not be done in time for this request",
@@ -232,19 +230,10 @@ class RedisBroker:
         # Registered before the job is visible to any worker, so no reply can be missed.
         with self._waiters.waiting(job.job_id, group=job.model) as future:
             fields = encode_job(job, self.reply_to)
-            entry = await unless_lost(
-                self._admit(
-                    keys=[self.keys.jobs(job.model), self.keys.queue_places(job.model)],
-                    args=[
-                        self.settings.max_queue,
-                        fields[b"header"],
-                        fields[b"tensor"],
-                        place or "",
-                    ],
-                ),
-                future,
-                "enqueue a job",
-            )
+            keys = [self.keys.jobs(job.model), self.keys.queue_places(job.model)]
+            header, tensor = fields[b"header"], fields[b"tensor"]
+            args: list[bytes | str | int] = [self.settings.max_queue, header, tensor, place or ""]
+            entry = await unless_lost(self._admit(keys=keys, args=args), future, "enqueue a job")
             if entry is None:
                 raise self._full(job.model)
             try:

@@ -75,11 +75,13 @@ def test_lite0_int8_passes_its_gate_on_real_photos_and_auto_serves_it(
     assert calibration is not None
     assert recorded.crops >= 300
     assert recorded.photos == calibration.holdout_photos >= MIN_PHOTOS
-    # Real weights, real photos (AMD EPYC with VNNI, 2026-12-06, the defaults: 1,200
-    # crops of 13 of the 39 shipped photos, held out): plain post-training quantisation
-    # fails (95% bound 1.17 pt), and the accuracy search returns the stem and classifier
-    # to fp32: 0.66 pt, bound 0.88 pt. (Measured on 1,000 real ImageNet photos outside
-    # the repository, that accuracy-controlled artifact costs 0.5 pt.)
+    # Real weights, real photos (the defaults: 1,200 crops of 13 of the 39 shipped
+    # photos, held out): plain post-training quantisation fails (95% bound 1.17 pt on an
+    # AMD EPYC with VNNI, 1.23 pt on one with AVX2 only), and the search's first step,
+    # the first and last layers (stem and classifier) in fp32, passes (AVX2, 2026-12-07:
+    # 0.56 pt, bound 0.75 pt; NNCF's ranking kept the same two on the VNNI EPYC: 0.66,
+    # bound 0.88). (Measured on 1,000 real ImageNet photos outside the repository, the
+    # artifact with those two in fp32 costs 0.5 pt.)
     assert recorded.passed, recorded.reason
     assert recorded.drop_upper_pt <= recorded.max_drop_pt == 1.0
     assert recorded.confident_crops >= MIN_CONFIDENT_CROPS
@@ -87,7 +89,9 @@ def test_lite0_int8_passes_its_gate_on_real_photos_and_auto_serves_it(
     assert f"top-1 accuracy drop {recorded.drop_pt:.2f} pt" in printed
     assert "gate passed" in printed
     searched = "plain INT8 failed the gate" in printed
-    assert calibration.method == ("accuracy-control" if searched else "ptq")
+    assert calibration.method in (("first-last-fp32", "accuracy-control") if searched else ("ptq",))
+    if calibration.method == "first-last-fp32":
+        assert any("_conv_stem" in name for name in calibration.fp32_layers)
     assert (calibration.search_s > 0) == searched
 
     # Independently: new crops and flips of every photo, fitted or held out.

@@ -15,7 +15,7 @@ def test_the_budget_is_said_before_the_search_starts() -> None:
     SearchClock(90, lines.append).start("plain INT8 failed the gate")
     assert lines == [
         "    plain INT8 failed the gate",
-        "    accuracy search: up to 90 s (NNCF quantises again first)",
+        "    accuracy search: up to 90 s (first and last layers in fp32, then NNCF)",
     ]
     assert max(len(line) for line in lines) <= 80  # a terminal's width, uncut
 

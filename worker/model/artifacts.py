@@ -51,7 +51,7 @@ class Calibration(BaseModel):
     holdout_photos: int
     calibration_crops: int
     holdout_crops: int
-    method: str  # "ptq" or "accuracy-control"
+    method: str  # "ptq", "first-last-fp32" or "accuracy-control"
     # Layers NNCF's accuracy control left in fp32 (empty for plain post-training quantisation).
     fp32_layers: list[str] = Field(default_factory=list)
     # Seconds the accuracy search ran (0: it did not run), and whether it was stopped at

@@ -113,7 +113,9 @@ def _report(console: Console, entry: ArtifactEntry) -> None:
         f"{a.top5_containment:.2%}"
     )
     if c.fp32_layers:
-        console.print(f"    {len(c.fp32_layers)} layers kept in fp32: {', '.join(c.fp32_layers)}")
+        console.print(f"    {len(c.fp32_layers)} layers kept in fp32:")
+        for name in c.fp32_layers:
+            console.print(f"      {name}", soft_wrap=True)
     if c.search_stopped:
         console.print(f"    accuracy search stopped after {c.search_s:.0f} s: plain INT8 kept")
     if a.passed:

@@ -34,8 +34,12 @@ class SearchClock:
         """Say why the search runs and how long it may take, then start the clock."""
         self._report(f"    {why}")
         budget = f"up to {self.budget_s:g} s"
-        self._report(f"    accuracy search: {budget} (NNCF quantises again first)")
+        self._report(f"    accuracy search: {budget} (first and last layers in fp32, then NNCF)")
         self._started = self._reported = time.monotonic()
+
+    def note(self, line: str) -> None:
+        """Say how a step of the search went."""
+        self._report(f"    accuracy search: {line} ({self.elapsed_s:.0f} s)")
 
     def tick(self) -> None:
         self.evaluations += 1
