@@ -222,7 +222,8 @@ def test_the_accuracy_search_stops_at_its_budget_and_keeps_plain_int8(tmp_path: 
     assert said[1] == (
         "    accuracy search: up to 0.001 s (first and last layers in fp32, then NNCF)"
     )
-    assert said[2].startswith("    accuracy search: first and last layers in fp32: ")
+    assert said[2].startswith("    first and last layers in fp32 (")
+    assert "failed:\n      " in said[2]
     assert said[-1].startswith("    accuracy search: ")
     assert (tmp_path / "model.int8.xml").is_file()
     assert (tmp_path / "model.int8.bin").is_file()

@@ -20,6 +20,18 @@ def test_the_budget_is_said_before_the_search_starts() -> None:
     assert max(len(line) for line in lines) <= 80  # a terminal's width, uncut
 
 
+def test_a_step_that_failed_says_why_within_80_columns() -> None:
+    lines: list[str] = []
+    clock = SearchClock(90, lines.append)
+    clock.note("first and last layers in fp32", "top-1 drop bound 1.23 pt > 1 pt", False)
+    clock.note("first and last layers in fp32", "passed", True)
+    failed, passed = lines
+    assert failed.startswith("    first and last layers in fp32 (0 s): failed:\n")
+    assert failed.endswith("\n      top-1 drop bound 1.23 pt > 1 pt")
+    assert passed == "    first and last layers in fp32 (0 s): passed"
+    assert max(len(row) for line in lines for row in line.splitlines()) <= 80
+
+
 def test_progress_is_reported_while_the_search_runs() -> None:
     lines: list[str] = []
     clock = SearchClock(3600, lines.append, every_s=0)

@@ -185,7 +185,7 @@ def _searched(
     with _quiet("nncf"):  # a line per node it leaves alone, unprefixed
         edges = _quantise(fp32, dataset, len(data.calibration), _edge_layers(fp32))
     accuracy = judged(edges)
-    clock.note(f"first and last layers in fp32: {accuracy.reason}")
+    clock.note("first and last layers in fp32", accuracy.reason, accuracy.passed)
     if accuracy.passed:
         return edges, accuracy, "first-last-fp32"
     tuning = _scores(_compile(fp32, threads), data.tuning)

@@ -37,9 +37,11 @@ class SearchClock:
         self._report(f"    accuracy search: {budget} (first and last layers in fp32, then NNCF)")
         self._started = self._reported = time.monotonic()
 
-    def note(self, line: str) -> None:
-        """Say how a step of the search went."""
-        self._report(f"    accuracy search: {line} ({self.elapsed_s:.0f} s)")
+    def note(self, step: str, verdict: str, passed: bool) -> None:
+        """Say how a step of the search went, the gate's verdict on a line of its own
+        when it failed (a terminal's 80 columns)."""
+        said = "passed" if passed else f"failed:\n      {verdict}"
+        self._report(f"    {step} ({self.elapsed_s:.0f} s): {said}")
 
     def tick(self) -> None:
         self.evaluations += 1
