@@ -11,6 +11,8 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -228,3 +230,23 @@ def answers_to_headers_alone(
             break
         time.sleep(0.1)
     return answers
+
+
+def answers_to_headers_alone_under_flood(
+    send: Callable[[], object], clients: int, port: int, length: int, wanted: int
+) -> list[tuple[bytes, bytes, float]]:
+    """`answers_to_headers_alone` while `clients` threads each call `send` in a loop."""
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            send()
+
+    with ThreadPoolExecutor(clients) as pool:
+        floods = [pool.submit(flood) for _ in range(clients)]
+        try:
+            return answers_to_headers_alone(port, length, wanted)
+        finally:
+            stop.set()
+            for future in floods:
+                future.result()

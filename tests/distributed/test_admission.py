@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -24,7 +23,7 @@ from tests.cluster import (
     wait_until,
     workers,
 )
-from tests.hostile import answers_to_headers_alone, hang_up_after_sending
+from tests.hostile import answers_to_headers_alone_under_flood, hang_up_after_sending
 from tests.redis_server import RedisServer
 from tests.servers import Server
 
@@ -156,21 +155,10 @@ def test_a_gateway_that_saw_the_queue_too_long_refuses_before_reading_a_body(
         stack.enter_context(workers(home, logs, redis_server, "w1", **settings))
         server = stack.enter_context(gateway(home, logs, redis_server, **settings))
         wait_until(lambda: server.metric("resnet_serve_workers", model=MODEL) == 1, 30, "worker")
-        stop = threading.Event()
-
-        def flood() -> None:
-            while not stop.is_set():
-                classify(server, photo)
-
-        with ThreadPoolExecutor(16) as pool:
-            floods = [pool.submit(flood) for _ in range(16)]
-            try:
-                port = int(server.url.rsplit(":", 1)[1])
-                refused = answers_to_headers_alone(port, len(photo), wanted=3)
-            finally:
-                stop.set()
-            for future in floods:
-                future.result()
+        port = int(server.url.rsplit(":", 1)[1])
+        refused = answers_to_headers_alone_under_flood(
+            lambda: classify(server, photo), 16, port, len(photo), wanted=3
+        )
     assert len(refused) == 3
     for head, body, took in refused:
         assert head.startswith(b"HTTP/1.1 503"), head

@@ -14,7 +14,11 @@ import httpx
 import pytest
 
 from tests.cluster import fault_settings, wait_until
-from tests.hostile import answers_to_headers_alone, hang_up_after_sending, read_answer
+from tests.hostile import (
+    answers_to_headers_alone_under_flood,
+    hang_up_after_sending,
+    read_answer,
+)
 from tests.images import jpeg
 from tests.servers import Server, run_server
 
@@ -116,20 +120,9 @@ def test_a_request_too_late_for_its_deadline_is_refused_before_its_body(
     would hold the connection until the body or its timeout came.)"""
     photo = jpeg("chelsea")
     port = int(slow_engine.url.rsplit(":", 1)[1])
-    stop = threading.Event()
-
-    def flood() -> None:  # ~4 images/s of capacity against 16 clients
-        while not stop.is_set():
-            classify(slow_engine, photo)
-
-    with ThreadPoolExecutor(16) as pool:
-        floods = [pool.submit(flood) for _ in range(16)]
-        try:
-            refused = answers_to_headers_alone(port, len(photo), wanted=3)
-        finally:
-            stop.set()
-        for future in floods:
-            future.result()
+    refused = answers_to_headers_alone_under_flood(  # 16 clients, ~4 images/s
+        lambda: classify(slow_engine, photo), 16, port, len(photo), wanted=3
+    )
     assert len(refused) == 3
     for head, body, took in refused:
         assert head.startswith(b"HTTP/1.1 503"), head
