@@ -3,6 +3,7 @@ every decode belongs to a job that entered the queue, and refusals are 503s."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -69,18 +70,29 @@ def test_refused_uploads_are_never_decoded(small_queue: Server) -> None:
     assert decodes == admitted == statuses.count(200)
 
 
-@pytest.fixture(scope="module")
-def slow_engine(home: Path, logs: Path) -> Iterator[Server]:
+def run_slow_engine(home: Path, logs: Path) -> contextlib.AbstractContextManager[Server]:
     """A 0.5 s batch of at most 2 (the TEST-ONLY fault engine: a fixed batch time on any
     machine), a 4 s deadline and a queue far larger than the deadline allows."""
-    with run_server(
+    return run_server(
         home,
         logs,
         max_batch="2",
         request_timeout_s="4",
         max_queue="256",
         **fault_settings(500),
-    ) as server:
+    )
+
+
+@pytest.fixture(scope="module")
+def slow_engine(home: Path, logs: Path) -> Iterator[Server]:
+    with run_slow_engine(home, logs) as server:
+        yield server
+
+
+@pytest.fixture
+def slow_engine_alone(home: Path, logs: Path) -> Iterator[Server]:
+    """The same, for a test whose abandoned connections must not reach another's counts."""
+    with run_slow_engine(home, logs) as server:
         yield server
 
 
@@ -112,16 +124,16 @@ def test_admission_refuses_what_would_miss_its_deadline(slow_engine: Server) -> 
 
 
 def test_a_request_too_late_for_its_deadline_is_refused_before_its_body(
-    slow_engine: Server,
+    slow_engine_alone: Server,
 ) -> None:
     """While the work ahead would outlast a new request's deadline (the queue itself far
     from full), the edge refuses an upload as its headers arrive: 503 queue_full with a
     Retry-After, before any byte of its body is read. (Admission after reading the body
     would hold the connection until the body or its timeout came.)"""
     photo = jpeg("chelsea")
-    port = int(slow_engine.url.rsplit(":", 1)[1])
+    port = int(slow_engine_alone.url.rsplit(":", 1)[1])
     refused = answers_to_headers_alone_under_flood(  # 16 clients, ~4 images/s
-        lambda: classify(slow_engine, photo), 16, port, len(photo), wanted=3
+        lambda: classify(slow_engine_alone, photo), 16, port, len(photo), wanted=3
     )
     assert len(refused) == 3
     for head, body, took in refused:
@@ -130,7 +142,7 @@ def test_a_request_too_late_for_its_deadline_is_refused_before_its_body(
         assert b"in time" in body
         assert b"retry-after:" in head.lower()
         assert took < 1.0  # answered at once, not after a body wait
-    assert slow_engine.metric("resnet_serve_expired_jobs_total") == 0
+    assert slow_engine_alone.metric("resnet_serve_expired_jobs_total") == 0
 
 
 def test_requests_whose_client_left_are_skipped_before_inference(slow_engine: Server) -> None:
