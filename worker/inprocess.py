@@ -238,4 +238,4 @@ class InProcessBroker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._model is not None:
-            self._model.engine.close()
+            self._model.close()

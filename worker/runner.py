@@ -25,7 +25,7 @@ from resnet_serve.shared.errors import (
 from resnet_serve.shared.jobs import Job, Prediction, Result
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.worker.batching import next_batch
-from resnet_serve.worker.engines.base import is_fatal
+from resnet_serve.worker.engines.base import Engine, is_fatal
 from resnet_serve.worker.model.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -74,12 +74,15 @@ class BatchRunner:
         self.metrics = metrics
         # Batches inferred at once (`inference_streams`): each stream takes a batch and
         # runs it on its own executor thread, the engine being safe to call concurrently.
+        # A batch run alone gets every thread (`model.engine`: the lowest latency); one
+        # run beside another gets its stream's share (`model.narrow`), so under a backlog
+        # no call's threads wait at a barrier for a core the event loop took.
         self.streams = streams
         metrics.start_model(model.manifest.name)
         # Smoothed drain rate (admission, Retry-After, autoscaling), seeded from warm-up's
-        # largest batch (on one stream) so that a cold start is not "unknown".
+        # largest batch (every stream busy) so that a cold start is not "unknown".
         warm = model.max_batch / model.max_batch_s if model.max_batch_s else 0.0
-        self.images_per_s = streams * warm
+        self.images_per_s = model.narrow_images_per_s or streams * warm
         self._active = 0  # streams between taking a batch and delivering its outcomes
         self.in_batch = 0  # jobs of the batches taken, until delivered
         # Jobs answered per delivered batch (monotonic time, count), the last
@@ -190,10 +193,13 @@ class BatchRunner:
         start = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
+            engine, side_by_side = self._engine_for_next_call()
             key = id(live)
             self._inferring[key] = time.monotonic()
             try:
-                probabilities = await loop.run_in_executor(self._executor, self._infer, live)
+                probabilities = await loop.run_in_executor(
+                    self._executor, self._infer, engine, live
+                )
             finally:
                 del self._inferring[key]
         except Exception as exc:
@@ -210,7 +216,7 @@ class BatchRunner:
             return [(live[0], InferenceFailed(f"inference failed: {type(exc).__name__}"))]
         elapsed = time.perf_counter() - start
         self._failed_alone.clear()
-        self._observe(len(live), elapsed)
+        self._observe(len(live), elapsed, side_by_side)
         version = self.model.manifest.version
         return [
             (
@@ -239,13 +245,23 @@ class BatchRunner:
             raise EngineBroken(f"every job of a batch of {len(live)} failed alone too: {exc!r}")
         return outcomes
 
-    def _infer(self, jobs: list[Job]) -> np.ndarray:
-        return self.model.engine.infer(np.stack([job.image for job in jobs]))
+    def _engine_for_next_call(self) -> tuple[Engine, int]:
+        """The engine for a call starting now, and how many such calls run side by side
+        when every stream is busy (for the drain rate)."""
+        if self.model.narrow is None:
+            return self.model.engine, self.streams
+        if self._inferring:
+            return self.model.narrow, self.streams
+        return self.model.engine, 1
 
-    def _observe(self, size: int, elapsed: float) -> None:
+    @staticmethod
+    def _infer(engine: Engine, jobs: list[Job]) -> np.ndarray:
+        return engine.infer(np.stack([job.image for job in jobs]))
+
+    def _observe(self, size: int, elapsed: float, side_by_side: int) -> None:
         name = self.model.manifest.name
         self.metrics.batch_size.labels(name).observe(size)
         self.metrics.inference_seconds.labels(name).observe(elapsed)
         self.slowest_batch_s = max(self.slowest_batch_s, elapsed)
-        rate = self.streams * size / max(elapsed, 1e-6)  # the streams run side by side
+        rate = side_by_side * size / max(elapsed, 1e-6)
         self.images_per_s = rate if not self.images_per_s else 0.8 * self.images_per_s + 0.2 * rate

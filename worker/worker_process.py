@@ -32,7 +32,7 @@ async def serve_worker(settings: Settings) -> None:
     settings = model.fitted(settings)  # warm-up may lower max_batch
     refusal = check_batch_time(settings, model.max_batch_s)
     if refusal:
-        model.engine.close()
+        model.close()
         raise WorkerFailed(refusal, exit_code=2)
     client = redis_client(settings)
     blocking = redis_client(settings, block_s=READ_BLOCK_MS / 1000)
@@ -54,7 +54,7 @@ async def serve_worker(settings: Settings) -> None:
             os._exit(exc.exit_code)
         raise
     finally:
-        model.engine.close()
+        model.close()
         await client.aclose()
         await blocking.aclose()
     log.info("worker %s stopped", worker.worker_id)

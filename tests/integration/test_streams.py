@@ -1,5 +1,6 @@
-"""`inference_streams`: batches inferred side by side, on the real engines (ResNet-18,
-random weights), with the answers one stream gives; and through a real server."""
+"""`inference_streams`: batches inferred side by side (a batch alone on every thread), on
+the real engines (ResNet-18, random weights), with the answers one stream gives; and
+through a real server."""
 
 from __future__ import annotations
 
@@ -25,21 +26,27 @@ JOBS, MAX_BATCH = 16, 4
 
 
 class _Overlap:
-    """Counts engine calls running at once (real calls, only counted)."""
+    """Counts engine calls running at once (real calls, only counted), and how many were
+    already running when each call of each engine started."""
 
-    def __init__(self, infer: Callable[[np.ndarray], np.ndarray]) -> None:
-        self._infer, self._lock = infer, threading.Lock()
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.running = self.most = 0
+        self.beside: dict[str, list[int]] = {"engine": [], "narrow": []}
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        with self._lock:
-            self.running += 1
-            self.most = max(self.most, self.running)
-        try:
-            return self._infer(images)
-        finally:
+    def count(self, name: str, infer: Callable[[np.ndarray], np.ndarray]) -> Callable:
+        def counted(images: np.ndarray) -> np.ndarray:
             with self._lock:
-                self.running -= 1
+                self.beside[name].append(self.running)
+                self.running += 1
+                self.most = max(self.most, self.running)
+            try:
+                return infer(images)
+            finally:
+                with self._lock:
+                    self.running -= 1
+
+        return counted
 
 
 def _load(home: Path, engine: str, precision: str, streams: int) -> LoadedModel:
@@ -108,10 +115,15 @@ def test_two_streams_infer_side_by_side_with_the_answers_of_one(
     images = np.random.default_rng(3).integers(0, 256, (JOBS, 224, 224, 3), dtype=np.uint8)
     one = _run(_load(home, engine, precision, 1), images, streams=1)
     model = _load(home, engine, precision, 2)
-    overlap = _Overlap(model.engine.infer)
-    model.engine.infer = overlap  # type: ignore[method-assign]
+    assert model.narrow is not None
+    overlap = _Overlap()
+    model.engine.infer = overlap.count("engine", model.engine.infer)  # type: ignore[method-assign]
+    model.narrow.infer = overlap.count("narrow", model.narrow.infer)  # type: ignore[method-assign]
     two = _run(model, images, streams=2)
     assert overlap.most == 2  # 16 jobs, batches of 4: the two streams overlapped
+    # A batch run alone had every thread; one beside another, its stream's share.
+    assert set(overlap.beside["engine"]) == {0}
+    assert max(overlap.beside["narrow"], default=0) >= 1
     assert sorted(two) == list(range(JOBS))  # every job answered once
     for i in range(JOBS):
         assert np.argmax(two[i]) == np.argmax(one[i])

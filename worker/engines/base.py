@@ -30,8 +30,8 @@ class Engine(Protocol):
     device: str
 
     def infer(self, images: np.ndarray) -> np.ndarray:
-        """uint8 [N, H, W, 3] -> float32 [N, classes] probabilities. Thread-confined:
-        called from one inference thread at a time."""
+        """uint8 [N, H, W, 3] -> float32 [N, classes] probabilities. Called from one
+        inference thread at a time, or from `streams` at once when opened with them."""
 
     def close(self) -> None:
         """Release the model and any device memory."""
