@@ -79,8 +79,9 @@ class BatchRunner:
         # no call's threads wait at a barrier for a core the event loop took.
         self.streams = streams
         metrics.start_model(model.manifest.name)
-        # Smoothed drain rate (admission, Retry-After, autoscaling), seeded from warm-up's
-        # largest batch (every stream busy) so that a cold start is not "unknown".
+        # Smoothed drain rate of full batches (admission, Retry-After, autoscaling),
+        # seeded from warm-up's largest batch (every stream busy) so that a cold start
+        # is not "unknown".
         warm = model.max_batch / model.max_batch_s if model.max_batch_s else 0.0
         self.images_per_s = model.narrow_images_per_s or streams * warm
         self._active = 0  # streams between taking a batch and delivering its outcomes
@@ -263,5 +264,9 @@ class BatchRunner:
         self.metrics.batch_size.labels(name).observe(size)
         self.metrics.inference_seconds.labels(name).observe(elapsed)
         self.slowest_batch_s = max(self.slowest_batch_s, elapsed)
+        if size < self.max_batch:
+            # A short queue's small batch says how busy the runner is, not how fast it
+            # drains a backlog (a batch of 1 may take most of a full one's time).
+            return
         rate = side_by_side * size / max(elapsed, 1e-6)
         self.images_per_s = rate if not self.images_per_s else 0.8 * self.images_per_s + 0.2 * rate

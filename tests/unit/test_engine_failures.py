@@ -130,3 +130,25 @@ def test_out_of_memory_while_serving_breaks_the_engine(control: Path) -> None:
     )
     with pytest.raises(EngineBroken, match="out of memory"):
         asyncio.run(batches.run_batch([job(), job()]))
+
+
+def test_small_batches_leave_the_drain_rate_at_what_full_batches_achieve(
+    control: Path,
+) -> None:
+    """A batch takes 100 ms at any size: full batches of 4 drain 40 images/s. Single
+    images from a short queue must not lower that (admission would then refuse what
+    fits: 10 images/s read as the capacity)."""
+    model = fault_model(control, {"mode": "ok", "latency_ms": 100}, max_batch=4)
+    loop = BatchRunner(
+        model, asyncio.Queue(), _ignore, max_batch=4, max_batch_wait_ms=1, metrics=Metrics()
+    )
+
+    async def batches(size: int, count: int) -> None:
+        for _ in range(count):
+            await loop.run_batch([job() for _ in range(size)])
+
+    asyncio.run(batches(4, 3))
+    full = loop.images_per_s
+    assert 20 < full <= 40  # 4 images per 100 ms, less the call's own overhead
+    asyncio.run(batches(1, 5))
+    assert loop.images_per_s == full
