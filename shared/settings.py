@@ -67,7 +67,8 @@ class Settings(BaseSettings, BulkJobSettings):
         ge=1,
         le=8,
         description="Batches inferred at once, each on inference_threads / streams threads "
-        "(onnxruntime, openvino): more throughput on few cores, slower single requests",
+        "(onnxruntime, openvino; a batch run alone gets every thread): more throughput "
+        "on few cores, for a second copy of the model in memory",
     )
     # INT8 (`export --precision int8`): calibration photos and the accuracy gate
     calibration_dir: Path | None = Field(

@@ -44,7 +44,7 @@ asyncio.run(main())
 
 @pytest.fixture(scope="module")
 def kserve_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fresh_venv(tmp_path_factory.mktemp("kserve-venv"), KSERVE)
+    return fresh_venv(tmp_path_factory.mktemp("kserve-venv"), KSERVE, byte_compile=False)
 
 
 def test_kserve_grpc_client_gets_the_answers_tritonclient_gets(
