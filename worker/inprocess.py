@@ -27,7 +27,7 @@ from resnet_serve.shared.jobs import Job, ModelInfo, Result, WorkerInfo
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
 from resnet_serve.shared.waiters import Waiters
-from resnet_serve.worker.loop_share import LoopShareCap
+from resnet_serve.worker.loop_share import LoopShareCap, split_engine_share
 from resnet_serve.worker.model.loading import LoadedModel, load_model
 from resnet_serve.worker.priorities import keep_other_threads_nicer, lower_loop_priority
 from resnet_serve.worker.runner import BatchRunner
@@ -76,6 +76,12 @@ class InProcessBroker:
             cancelled=self._abandoned_job,
             streams=self.settings.inference_streams,
         )
+        # Warm-up timed the engine on idle cores: while full batches are not measured
+        # yet, a first burst is admitted at the rate a split engine keeps when the loop
+        # takes its capped share (without it, a cold start's 256-upload burst was let in
+        # at the idle rate, and the refusals that followed made ~10-30 of it expire).
+        if self._model.narrow is None and self._model.cpu_threads_per_call > 1:
+            self._runner.images_per_s *= split_engine_share(self.settings.loop_max_cpu_share)
         self._runner.start_thread()
         lower_loop_priority(self.settings.loop_nice)
         self._nicer = asyncio.create_task(

@@ -29,6 +29,14 @@ BURST_CPU_S = 0.1
 REPORT_EVERY_S = 10.0
 
 
+def split_engine_share(loop_share: float) -> float:
+    """The share of its warm-up rate an engine whose calls are split over several CPU
+    threads keeps while the loop uses `loop_share` of the CPUs: it loses up to twice
+    that, since each operator waits at its barrier for the thread whose core the loop
+    took (docs/reliability.md)."""
+    return max(0.2, 1 - 2 * loop_share)
+
+
 class LoopShareCap:
     """Hold the event loop that runs `run` to `cores` of CPU while `engaged()` (the
     owner's test: refusing, with inference backlogged)."""

@@ -47,6 +47,8 @@ class LoadedModel:
     # images per second of all streams busy at the largest batch, measured at warm-up.
     narrow: Engine | None = None
     narrow_images_per_s: float = 0.0
+    # CPU threads one call on `engine` is split over (1 on a GPU).
+    cpu_threads_per_call: int = 1
 
     def close(self) -> None:
         self.engine.close()
@@ -192,6 +194,7 @@ def load_model(settings: Settings) -> LoadedModel:
     engine = opened(threads, 1)
     max_batch, max_batch_s = warm_up(engine, manifest.input_size, settings.max_batch)
     model = LoadedModel(engine, manifest, entry, directory, manifest.labels, max_batch, max_batch_s)
+    model.cpu_threads_per_call = threads if choice.device == "cpu" else 1
     if streams > 1:
         model.narrow = opened(max(1, threads // streams), streams)
         _, narrow_s = warm_up(model.narrow, manifest.input_size, max_batch)
