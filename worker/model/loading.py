@@ -197,9 +197,9 @@ def load_model(settings: Settings) -> LoadedModel:
     model.cpu_threads_per_call = threads if choice.device == "cpu" else 1
     if streams > 1:
         model.narrow = opened(max(1, threads // streams), streams)
-        _, narrow_s = warm_up(model.narrow, manifest.input_size, max_batch)
+        model.max_batch, narrow_s = warm_up(model.narrow, manifest.input_size, max_batch)
         model.max_batch_s = max(max_batch_s, narrow_s)
-        model.narrow_images_per_s = streams * max_batch / narrow_s
+        model.narrow_images_per_s = streams * model.max_batch / narrow_s
     _log_serving(manifest, entry)
     return model
 
