@@ -34,6 +34,7 @@ from resnet_serve.api.web import page
 from resnet_serve.api.web.docs import install_docs
 from resnet_serve.shared.broker import Broker
 from resnet_serve.shared.cpus import thread_count
+from resnet_serve.shared.heap import freeze_startup_heap
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
 
@@ -67,9 +68,13 @@ def lifespan(gateway: Gateway) -> Callable[[FastAPI], AsyncContextManager[None]]
         starting = asyncio.create_task(gateway.broker.start(), name="broker-start")
 
         def started(task: asyncio.Task[None]) -> None:
-            if not task.cancelled() and task.exception() is not None:
+            if task.cancelled():
+                return
+            if task.exception() is not None:
                 gateway.startup_failure = str(task.exception())
                 log.critical("startup failed: %s", gateway.startup_failure)
+            else:
+                freeze_startup_heap()
 
         starting.add_done_callback(started)
         grpc_server = None

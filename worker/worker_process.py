@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 
+from resnet_serve.shared.heap import freeze_startup_heap
 from resnet_serve.shared.metrics import WORKER, Metrics
 from resnet_serve.shared.redis_client import redacted, redis_client
 from resnet_serve.shared.settings import Settings
@@ -44,6 +45,7 @@ async def serve_worker(settings: Settings) -> None:
     log.info("worker %s serving %s from %s", worker.worker_id, model.info.name, url)
     try:
         await _connect(worker, url)
+        freeze_startup_heap()
         await worker.run()
     except WorkerFailed as exc:
         if exc.hung:

@@ -28,7 +28,7 @@ from tests.cluster import (
 )
 from tests.images import jpeg
 from tests.redis_server import RedisServer
-from tests.servers import Server, stop_process
+from tests.servers import Server, frozen_objects, stop_process
 
 pytestmark = pytest.mark.usefixtures("resnet_artifact")
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -84,6 +84,10 @@ def test_two_workers_share_the_stream_and_every_request_is_answered_once(
         for family in worker_only:
             assert f"# TYPE {family} " in worker_text
             assert f"# TYPE {family} " not in gateway_text
+        # Each process froze its start-up objects out of the cycle collector, whose full
+        # collections would otherwise stop its event loop for ~70 ms (shared/heap.py).
+        for process in (server, w1, w2):
+            assert frozen_objects(process.log()) >= 20_000
 
 
 def test_two_gateways_behind_one_redis_both_answer(
