@@ -66,9 +66,10 @@ class Settings(BaseSettings, BulkJobSettings):
         1,
         ge=1,
         le=8,
-        description="Batches inferred at once, each on inference_threads / streams threads "
-        "(onnxruntime, openvino; a batch run alone gets every thread): more throughput "
-        "on few cores, for a second copy of the model in memory",
+        description="Streams of inference_threads / streams threads over one model "
+        "(onnxruntime, openvino): each batch is split across them and under a backlog "
+        "batches run side by side, so no stream waits for a core another thread took; "
+        "a batch of one image runs on one stream's threads",
     )
     # INT8 (`export --precision int8`): calibration photos and the accuracy gate
     calibration_dir: Path | None = Field(

@@ -75,12 +75,14 @@ class InProcessBroker:
             metrics=self.metrics,
             cancelled=self._abandoned_job,
             streams=self.settings.inference_streams,
+            # Only requests still decoding can join a batch: none, no window to wait.
+            more_coming=lambda: self._reserved > 0,
         )
         # Warm-up timed the engine on idle cores: while full batches are not measured
         # yet, a first burst is admitted at the rate a split engine keeps when the loop
         # takes its capped share (without it, a cold start's 256-upload burst was let in
         # at the idle rate, and the refusals that followed made ~10-30 of it expire).
-        if self._model.narrow is None and self._model.cpu_threads_per_call > 1:
+        if self._model.cpu_threads_per_call > 1:
             self._runner.images_per_s *= split_engine_share(self.settings.loop_max_cpu_share)
         self._runner.start_thread()
         lower_loop_priority(self.settings.loop_nice)

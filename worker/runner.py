@@ -65,6 +65,7 @@ class BatchRunner:
         on_take: Callable[[Job], bool] | None = None,
         cancelled: Callable[[Job], bool] = lambda job: False,
         streams: int = 1,
+        more_coming: Callable[[], bool] = lambda: True,
     ) -> None:
         self.model = model
         self.queue = queue
@@ -72,18 +73,15 @@ class BatchRunner:
         self.max_batch = max_batch
         self.max_wait_s = max_batch_wait_ms / 1000
         self.metrics = metrics
-        # Batches inferred at once (`inference_streams`): each stream takes a batch and
-        # runs it on its own executor thread, the engine being safe to call concurrently.
-        # A batch run alone gets every thread (`model.engine`: the lowest latency); one
-        # run beside another gets its stream's share (`model.narrow`), so under a backlog
-        # no call's threads wait at a barrier for a core the event loop took.
+        # Batches in flight at once (`inference_streams`): the engine splits each over its
+        # streams (worker/engines/streams.py), and a second batch taken while the first
+        # runs keeps every stream busy under a backlog.
         self.streams = streams
         metrics.start_model(model.manifest.name)
         # Smoothed drain rate of full batches (admission, Retry-After, autoscaling),
         # seeded from warm-up's largest batch (every stream busy) so that a cold start
         # is not "unknown".
-        warm = model.max_batch / model.max_batch_s if model.max_batch_s else 0.0
-        self.images_per_s = model.narrow_images_per_s or streams * warm
+        self.images_per_s = model.max_batch / model.max_batch_s if model.max_batch_s else 0.0
         self._active = 0  # streams between taking a batch and delivering its outcomes
         self.in_batch = 0  # jobs of the batches taken, until delivered
         # Jobs answered per delivered batch (monotonic time, count), the last
@@ -100,6 +98,8 @@ class BatchRunner:
         self._on_take = on_take
         # True for a job whose client left: answered ClientClosed, never inferred.
         self._cancelled = cancelled
+        # False when no job is on its way to the queue: the batch window is not waited.
+        self._more_coming = more_coming
         self._failed_alone: set[str] = set()
         self._executor = ThreadPoolExecutor(streams, thread_name_prefix="inference")
 
@@ -152,7 +152,7 @@ class BatchRunner:
 
     async def _stream(self) -> None:
         while True:
-            batch = await next_batch(self.queue, self.max_batch, self.max_wait_s)
+            batch = await next_batch(self.queue, self.max_batch, self.max_wait_s, self._more_coming)
             taken = len(batch)
             self._active += 1
             self.in_batch += taken
@@ -194,12 +194,13 @@ class BatchRunner:
         start = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
-            engine, side_by_side = self._engine_for_next_call()
             key = id(live)
             self._inferring[key] = time.monotonic()
+            # Calls sharing the engine's streams: each gets about that share of the rate.
+            side_by_side = len(self._inferring)
             try:
                 probabilities = await loop.run_in_executor(
-                    self._executor, self._infer, engine, live
+                    self._executor, self._infer, self.model.engine, live
                 )
             finally:
                 del self._inferring[key]
@@ -245,15 +246,6 @@ class BatchRunner:
         if all(isinstance(outcome, InferenceFailed) for _, outcome in outcomes):
             raise EngineBroken(f"every job of a batch of {len(live)} failed alone too: {exc!r}")
         return outcomes
-
-    def _engine_for_next_call(self) -> tuple[Engine, int]:
-        """The engine for a call starting now, and how many such calls run side by side
-        when every stream is busy (for the drain rate)."""
-        if self.model.narrow is None:
-            return self.model.engine, self.streams
-        if self._inferring:
-            return self.model.narrow, self.streams
-        return self.model.engine, 1
 
     @staticmethod
     def _infer(engine: Engine, jobs: list[Job]) -> np.ndarray:

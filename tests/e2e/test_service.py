@@ -103,6 +103,23 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
             assert b["score"] == pytest.approx(a["score"], abs=1e-4)
 
 
+def test_a_lone_request_is_not_held_for_the_batch_window(
+    resnet_artifact: None, home: Path, logs: Path
+) -> None:
+    images = [encode(view, "PNG") for view in crops(6, seed=11)]
+    with run_server(home, logs, "--weights", "random", max_batch_wait_ms="3000") as server:
+        # Nothing else on its way: inferred at once, not after the 3 s window.
+        alone = classify(server, images[0])
+        assert alone.status_code == 200
+        assert alone.elapsed.total_seconds() < 1.5
+        assert alone.json()["batch_size"] == 1
+        # Requests still decoding are waited for: the window still batches.
+        with ThreadPoolExecutor(len(images)) as pool:
+            together = list(pool.map(lambda d: classify(server, d), images))
+    assert [r.status_code for r in together] == [200] * len(images)
+    assert max(r.json()["batch_size"] for r in together) > 1
+
+
 def test_batch_endpoint_answers_each_file_in_order(lite_server: Server) -> None:
     files = [
         ("file", ("cat.jpg", jpeg("chelsea"), "image/jpeg")),

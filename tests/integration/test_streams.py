@@ -1,6 +1,6 @@
-"""`inference_streams`: batches inferred side by side (a batch alone on every thread), on
-the real engines (ResNet-18, random weights), with the answers one stream gives; and
-through a real server."""
+"""`inference_streams`: each batch split across one-share streams of one model, on the
+real engines (ResNet-18, random weights), with the answers one stream gives; and through
+a real server."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from resnet_serve.shared.jobs import Job, Result
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
+from resnet_serve.worker.engines.streams import Streams
 from resnet_serve.worker.model.loading import LoadedModel, load_model
 from resnet_serve.worker.runner import BatchRunner
 from tests.images import jpeg
@@ -25,28 +26,26 @@ from tests.servers import run_server
 JOBS, MAX_BATCH = 16, 4
 
 
-class _Overlap:
-    """Counts engine calls running at once (real calls, only counted), and how many were
-    already running when each call of each engine started."""
+class _Calls:
+    """Records the engine calls (real calls, only recorded): each one's batch size, and
+    the most running at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, infer: Callable[[np.ndarray], np.ndarray]) -> None:
+        self._infer = infer
         self._lock = threading.Lock()
+        self.sizes: list[int] = []
         self.running = self.most = 0
-        self.beside: dict[str, list[int]] = {"engine": [], "narrow": []}
 
-    def count(self, name: str, infer: Callable[[np.ndarray], np.ndarray]) -> Callable:
-        def counted(images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.sizes.append(len(images))
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return self._infer(images)
+        finally:
             with self._lock:
-                self.beside[name].append(self.running)
-                self.running += 1
-                self.most = max(self.most, self.running)
-            try:
-                return infer(images)
-            finally:
-                with self._lock:
-                    self.running -= 1
-
-        return counted
+                self.running -= 1
 
 
 def _load(home: Path, engine: str, precision: str, streams: int) -> LoadedModel:
@@ -109,26 +108,23 @@ def _run(model: LoadedModel, images: np.ndarray, streams: int) -> dict[int, np.n
 
 
 @pytest.mark.parametrize(("engine", "precision"), [("onnxruntime", "fp32"), ("openvino", "int8")])
-def test_two_streams_infer_side_by_side_with_the_answers_of_one(
+def test_two_streams_split_each_batch_and_give_the_answers_of_one(
     resnet_artifact: None, resnet_int8_artifact: str, home: Path, engine: str, precision: str
 ) -> None:
     images = np.random.default_rng(3).integers(0, 256, (JOBS, 224, 224, 3), dtype=np.uint8)
     one = _run(_load(home, engine, precision, 1), images, streams=1)
     model = _load(home, engine, precision, 2)
-    assert model.narrow is not None
-    overlap = _Overlap()
-    model.engine.infer = overlap.count("engine", model.engine.infer)  # type: ignore[method-assign]
-    model.narrow.infer = overlap.count("narrow", model.narrow.infer)  # type: ignore[method-assign]
-    alone = _run(model, images[:1], streams=2)
-    # A batch run alone has every thread...
-    assert overlap.beside == {"engine": [0], "narrow": []}
+    assert isinstance(model.engine, Streams)  # one model in memory, two streams over it
+    calls = _Calls(model.engine.engine.infer)
+    model.engine.engine.infer = calls  # type: ignore[method-assign]
+    # A batch is cut in one part per stream...
+    lone = model.engine.infer(images[:MAX_BATCH])
+    assert calls.sizes == [MAX_BATCH // 2, MAX_BATCH // 2]
+    np.testing.assert_allclose(lone, np.stack([one[i] for i in range(MAX_BATCH)]), atol=1e-5)
+    # ... and under a backlog the streams run side by side.
     two = _run(model, images, streams=2)
-    assert overlap.most == 2  # 16 jobs, batches of 4: the two streams overlapped
-    # ... and one started beside another, its stream's share (the runner decides as it
-    # submits: which thread starts first is the scheduler's choice).
-    assert overlap.beside["narrow"]
+    assert calls.most == 2
     assert sorted(two) == list(range(JOBS))  # every job answered once
-    np.testing.assert_allclose(alone[0], one[0], atol=1e-5)
     for i in range(JOBS):
         assert np.argmax(two[i]) == np.argmax(one[i])
         np.testing.assert_allclose(two[i], one[i], atol=1e-5)

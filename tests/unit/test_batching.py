@@ -82,3 +82,40 @@ def test_no_job_is_lost_when_the_window_times_out(arrivals: int) -> None:
         return seen
 
     assert run(scenario()) == list(range(arrivals))
+
+
+def test_a_lone_job_is_not_held_for_batch_mates_that_cannot_come() -> None:
+    async def scenario() -> tuple[list[int], float]:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        queue.put_nowait(0)
+        start = time.monotonic()
+        batch = await next_batch(queue, max_batch=8, max_wait_s=5.0, more_coming=lambda: False)
+        return batch, time.monotonic() - start
+
+    batch, waited = run(scenario())
+    assert batch == [0]
+    assert waited < 0.5
+
+
+def test_the_window_is_waited_while_more_is_on_its_way() -> None:
+    async def scenario() -> tuple[list[int], float]:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        queue.put_nowait(0)
+        on_its_way = [1, 2]
+        loop = asyncio.get_running_loop()
+
+        def arrive() -> None:
+            queue.put_nowait(on_its_way.pop(0))
+
+        loop.call_later(0.05, arrive)
+        loop.call_later(0.1, arrive)
+        start = time.monotonic()
+        batch = await next_batch(
+            queue, max_batch=8, max_wait_s=5.0, more_coming=lambda: bool(on_its_way)
+        )
+        return batch, time.monotonic() - start
+
+    # Both came within the window; once none was on its way, the batch went at once.
+    batch, waited = run(scenario())
+    assert batch == [0, 1, 2]
+    assert waited < 2.5

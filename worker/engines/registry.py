@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from resnet_serve.worker.engines.base import Engine
+from resnet_serve.worker.engines.streams import Streams
 
 if TYPE_CHECKING:
     from resnet_serve.shared.settings import Settings
@@ -27,7 +28,7 @@ class EnginePlugin(Protocol):
     def open(
         self, path: Path, *, precision: str, device: str, threads: int, streams: int = 1
     ) -> Engine:
-        """Open an artifact file of `backend`, with `threads` per stream. With `streams`
+        """Open an artifact file of `backend`, with `threads` per call. With `streams`
         over 1 (passed only then), `infer` is called from that many threads at once."""
 
     def load_model(self, settings: Settings) -> LoadedModel:
@@ -58,11 +59,13 @@ def serves_without_artifact(engine: str) -> bool:
 def open_engine(
     path: Path, *, backend: str, precision: str, device: str, threads: int, streams: int = 1
 ) -> Engine:
-    """Open `path` with the engine that runs its backend."""
+    """Open `path` with the engine that runs its backend, `threads` per call; with
+    `streams` over 1, behind `Streams` (worker/engines/streams.py)."""
     concurrent = {"streams": streams} if streams > 1 else {}
     for candidate in plugins().values():
         if candidate.backend == backend:
-            return candidate.open(
+            engine = candidate.open(
                 path, precision=precision, device=device, threads=threads, **concurrent
             )
+            return Streams(engine, streams) if streams > 1 else engine
     raise ValueError(f"no engine for backend {backend!r}")

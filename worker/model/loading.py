@@ -38,22 +38,14 @@ class LoadedModel:
     # The largest batch warm-up ran: `max_batch`, or less where the device ran out of
     # memory at a larger one.
     max_batch: int = 1
-    # Seconds the largest batch took at warm-up (the slower of `engine` and `narrow`):
-    # the first measure of batch time, which the visibility timeout is checked against
-    # and the watchdog starts from.
+    # Seconds the largest batch took at warm-up: the first measure of batch time, which
+    # the visibility timeout is checked against and the watchdog starts from.
     max_batch_s: float = 0.0
-    # With `inference_streams` > 1: the artifact opened again with its threads split
-    # among the streams, for batches run beside another (worker/runner.py), and the
-    # images per second of all streams busy at the largest batch, measured at warm-up.
-    narrow: Engine | None = None
-    narrow_images_per_s: float = 0.0
-    # CPU threads one call on `engine` is split over (1 on a GPU).
+    # CPU threads one engine call (one stream's part of a batch) is split over; 1 on a GPU.
     cpu_threads_per_call: int = 1
 
     def close(self) -> None:
         self.engine.close()
-        if self.narrow is not None:
-            self.narrow.close()
 
     def fitted(self, settings: Settings) -> Settings:
         """`settings` with `max_batch` lowered to what warm-up could run."""
@@ -180,26 +172,20 @@ def load_model(settings: Settings) -> LoadedModel:
             manifest.version,
         )
 
-    def opened(threads: int, streams: int) -> Engine:
-        return open_engine(
-            directory / entry.file,
-            backend=entry.backend,
-            precision=entry.precision,
-            device=choice.device,
-            threads=threads,
-            streams=streams,
-        )
-
-    threads, streams = thread_count(settings.inference_threads), settings.inference_streams
-    engine = opened(threads, 1)
+    # With `inference_streams` over 1, each stream's calls get their share of the threads.
+    streams = settings.inference_streams
+    threads = max(1, thread_count(settings.inference_threads) // streams)
+    engine = open_engine(
+        directory / entry.file,
+        backend=entry.backend,
+        precision=entry.precision,
+        device=choice.device,
+        threads=threads,
+        streams=streams,
+    )
     max_batch, max_batch_s = warm_up(engine, manifest.input_size, settings.max_batch)
     model = LoadedModel(engine, manifest, entry, directory, manifest.labels, max_batch, max_batch_s)
     model.cpu_threads_per_call = threads if choice.device == "cpu" else 1
-    if streams > 1:
-        model.narrow = opened(max(1, threads // streams), streams)
-        model.max_batch, narrow_s = warm_up(model.narrow, manifest.input_size, max_batch)
-        model.max_batch_s = max(max_batch_s, narrow_s)
-        model.narrow_images_per_s = streams * model.max_batch / narrow_s
     _log_serving(manifest, entry)
     return model
 
