@@ -106,6 +106,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--precision", default="int8", choices=("int8", "fp32"))
     parser.add_argument("--duration-s", type=float, default=10)
+    parser.add_argument(
+        "--setting", action="append", default=[], help="NAME=VALUE, a server setting to change"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="resnet-serve-peer-") as tmp:
         work = Path(tmp)
@@ -125,6 +128,8 @@ def main() -> int:
             "RESNET_SERVE_ENGINE": "openvino" if args.precision == "int8" else "onnxruntime",
             "RESNET_SERVE_PRECISION": args.precision,
         }
+        for name, value in (pair.split("=", 1) for pair in args.setting):
+            env[f"RESNET_SERVE_{name.upper()}"] = value
         log("building the artifact (not timed)")
         export_artifact(env)
         log("peer: Flask + gunicorn, 2 sync workers, eager fp32")
