@@ -14,6 +14,27 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+class WatchedQueue(asyncio.Queue[T]):
+    """An asyncio.Queue a taker can wait on until enough is queued (`wait_until`), woken
+    by every put and by `wake()` (whatever else its condition reads has changed)."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self._changed = asyncio.Event()
+
+    def _put(self, item: T) -> None:  # asyncio.Queue's hook, called by every put
+        super()._put(item)
+        self._changed.set()
+
+    def wake(self) -> None:
+        self._changed.set()
+
+    async def wait_until(self, ready: Callable[[], bool]) -> None:
+        while not ready():
+            self._changed.clear()
+            await self._changed.wait()
+
+
 async def next_batch(
     queue: asyncio.Queue[T],
     max_batch: int,

@@ -27,6 +27,7 @@ from resnet_serve.shared.jobs import Job, ModelInfo, Result, WorkerInfo
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
 from resnet_serve.shared.waiters import Waiters
+from resnet_serve.worker.batching import WatchedQueue
 from resnet_serve.worker.loop_share import LoopShareCap, split_engine_share
 from resnet_serve.worker.model.loading import LoadedModel, load_model
 from resnet_serve.worker.priorities import keep_other_threads_nicer, lower_loop_priority
@@ -48,7 +49,7 @@ class InProcessBroker:
         self.settings = settings
         self.metrics = metrics
         self._loader = loader
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.max_queue)
+        self._queue: WatchedQueue[Job] = WatchedQueue(maxsize=settings.max_queue)
         self._waiters = Waiters()
         self._model: LoadedModel | None = None
         self._runner: BatchRunner | None = None

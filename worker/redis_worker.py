@@ -36,6 +36,7 @@ from resnet_serve.shared.settings import Settings
 from resnet_serve.shared.supervise import cancel_all, reconnecting
 from resnet_serve.shared.wire import MalformedMessage, decode_job
 from resnet_serve.worker.answering import Answering, Held
+from resnet_serve.worker.batching import WatchedQueue
 from resnet_serve.worker.cancels import CancelledJobs, listen
 from resnet_serve.worker.failures import failure_of
 from resnet_serve.worker.keepalive import heartbeat, renew_leases
@@ -89,7 +90,7 @@ class RedisWorker:
         self.liveness = Liveness(settings, self.worker_id)
         # Prefetch: at most one batch waits while the engine runs the current one. A place
         # is taken per job read or claimed, and freed when the runner takes the job.
-        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._queue: WatchedQueue[Job] = WatchedQueue()
         self._prefetch = asyncio.Semaphore(settings.max_batch)
         self.held: dict[str, Held] = {}
         self.answering = Answering(

@@ -24,8 +24,9 @@ from resnet_serve.shared.errors import (
 )
 from resnet_serve.shared.jobs import Job, Prediction, Result
 from resnet_serve.shared.metrics import Metrics
-from resnet_serve.worker.batching import next_batch
+from resnet_serve.worker.batching import WatchedQueue, next_batch
 from resnet_serve.worker.engines.base import Engine, is_fatal
+from resnet_serve.worker.engines.streams import part_size
 from resnet_serve.worker.model.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class BatchRunner:
     def __init__(
         self,
         model: LoadedModel,
-        queue: asyncio.Queue[Job],
+        queue: WatchedQueue[Job],
         deliver: Deliver,
         *,
         max_batch: int,
@@ -102,6 +103,7 @@ class BatchRunner:
         self._more_coming = more_coming
         self._failed_alone: set[str] = set()
         self._executor = ThreadPoolExecutor(streams, thread_name_prefix="inference")
+        self._collecting = asyncio.Lock()
 
     @property
     def busy(self) -> bool:
@@ -151,10 +153,17 @@ class BatchRunner:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _stream(self) -> None:
+        part = part_size(self.max_batch, self.streams)
         while True:
-            batch = await next_batch(self.queue, self.max_batch, self.max_wait_s, self._more_coming)
+            async with self._collecting:  # one stream collects a batch at a time
+                # Beside a running batch, the next waits for a part: a batch of one or
+                # two run beside another costs more CPU per image than waiting.
+                await self.queue.wait_until(lambda: not self._active or self.queue.qsize() >= part)
+                batch = await next_batch(
+                    self.queue, self.max_batch, self.max_wait_s, self._more_coming
+                )
+                self._active += 1
             taken = len(batch)
-            self._active += 1
             self.in_batch += taken
             if self.queue.empty():
                 self._backlogged_since = None
@@ -169,6 +178,7 @@ class BatchRunner:
             finally:
                 self._active -= 1
                 self.in_batch -= taken
+                self.queue.wake()
 
     async def run_batch(self, batch: list[Job]) -> list[tuple[Job, Outcome]]:
         now = time.time()

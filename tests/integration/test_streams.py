@@ -17,6 +17,7 @@ import pytest
 from resnet_serve.shared.jobs import Job, Result
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
+from resnet_serve.worker.batching import WatchedQueue
 from resnet_serve.worker.engines.streams import Streams
 from resnet_serve.worker.model.loading import LoadedModel, load_model
 from resnet_serve.worker.runner import BatchRunner
@@ -66,7 +67,7 @@ def _run(model: LoadedModel, images: np.ndarray, streams: int) -> dict[int, np.n
     """Every image through a BatchRunner with `streams`: its full scores, by index."""
 
     async def scenario() -> dict[int, np.ndarray]:
-        queue: asyncio.Queue[Job] = asyncio.Queue()
+        queue: WatchedQueue[Job] = WatchedQueue()
         scores: dict[int, np.ndarray] = {}
         done = asyncio.Event()
 

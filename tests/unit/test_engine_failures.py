@@ -16,6 +16,7 @@ from resnet_serve.shared.errors import InferenceFailed
 from resnet_serve.shared.jobs import Job, Result
 from resnet_serve.shared.metrics import Metrics
 from resnet_serve.shared.settings import Settings
+from resnet_serve.worker.batching import WatchedQueue
 from resnet_serve.worker.engines.choice import choose_engine
 from resnet_serve.worker.engines.registry import plugins
 from resnet_serve.worker.model.loading import LoadedModel, load_model
@@ -39,7 +40,7 @@ def runner(control: Path, mode: str) -> BatchRunner:
     model = fault_model(control, {"mode": "ok"}, max_batch=4)
     control.write_text(json.dumps({"mode": mode}))
     return BatchRunner(
-        model, asyncio.Queue(), _ignore, max_batch=4, max_batch_wait_ms=1, metrics=Metrics()
+        model, WatchedQueue(), _ignore, max_batch=4, max_batch_wait_ms=1, metrics=Metrics()
     )
 
 
@@ -126,7 +127,7 @@ def test_out_of_memory_while_serving_breaks_the_engine(control: Path) -> None:
     model = fault_model(control, {}, max_batch=4)
     control.write_text(json.dumps({"oom_above": 1}))
     batches = BatchRunner(
-        model, asyncio.Queue(), _ignore, max_batch=4, max_batch_wait_ms=1, metrics=Metrics()
+        model, WatchedQueue(), _ignore, max_batch=4, max_batch_wait_ms=1, metrics=Metrics()
     )
     with pytest.raises(EngineBroken, match="out of memory"):
         asyncio.run(batches.run_batch([job(), job()]))
@@ -140,7 +141,7 @@ def test_small_batches_leave_the_drain_rate_at_what_full_batches_achieve(
     fits: 10 images/s read as the capacity)."""
     model = fault_model(control, {"mode": "ok", "latency_ms": 100}, max_batch=4)
     loop = BatchRunner(
-        model, asyncio.Queue(), _ignore, max_batch=4, max_batch_wait_ms=1, metrics=Metrics()
+        model, WatchedQueue(), _ignore, max_batch=4, max_batch_wait_ms=1, metrics=Metrics()
     )
 
     async def batches(size: int, count: int) -> None:

@@ -3,10 +3,15 @@
 On two cores an engine call split over both threads waits at every layer for the slower
 thread, and the event loop (HTTP, refusals) takes a core from one of them now and then:
 the other idles at the barrier. Streams run independent calls of `threads / streams`
-threads each instead, so the loop costs a stream its share only. A batch is cut into
-one part per stream and each part runs on whichever stream comes free first: a batch
-that finds the streams idle gets all of them (about the latency of one wide call), and
-under a backlog the batches' parts interleave and no stream waits for another.
+threads each instead, so the loop costs a stream its share only.
+
+A stream's unit of work is a *part*: `max_batch / streams` images. A full batch is cut
+into one part per stream, each run by whichever stream comes free first, so a full
+batch that finds the streams idle gets all of them; a smaller batch runs whole on one
+stream and leaves the other cores to decode (measured with uploads decode-bound: cut
+into parts of one or two images, the same requests cost 3-5 % more CPU). The runner
+takes a second batch beside a running one only once a part is queued
+(worker/runner.py), for the same reason.
 """
 
 from __future__ import annotations
@@ -18,21 +23,28 @@ import numpy as np
 from resnet_serve.worker.engines.base import Engine
 
 
+def part_size(max_batch: int, streams: int) -> int:
+    """Images in one stream's part of a full batch."""
+    return max(1, max_batch // streams)
+
+
 class Streams:
     """`engine` (opened with `threads / streams` threads per call, and safe to call from
-    `streams` threads at once) behind one `infer` that splits each batch across them."""
+    `streams` threads at once) behind one `infer` that cuts each batch into parts of at
+    least `part` images, one per stream at most."""
 
-    def __init__(self, engine: Engine, streams: int) -> None:
+    def __init__(self, engine: Engine, streams: int, part: int = 1) -> None:
         self.engine = engine
         self.streams = streams
+        self.part = part
         self.name, self.precision, self.device = engine.name, engine.precision, engine.device
         # One thread per stream: the pool's queue hands each part to the first free one.
         # The threads carry the process's name, so they are reniced like the runner's.
         self._pool = ThreadPoolExecutor(streams, thread_name_prefix="stream")
 
     def infer(self, images: np.ndarray) -> np.ndarray:
-        parts = np.array_split(images, min(len(images), self.streams))
-        futures = [self._pool.submit(self.engine.infer, part) for part in parts]
+        count = max(1, min(self.streams, len(images) // self.part))
+        futures = [self._pool.submit(self.engine.infer, p) for p in np.array_split(images, count)]
         return np.concatenate([future.result() for future in futures])
 
     def close(self) -> None:
