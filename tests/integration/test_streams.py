@@ -157,3 +157,78 @@ def test_a_server_with_two_streams_answers_every_request(
     assert [r.status_code for r in responses] == [200] * 24
     answers = {r.json()["predictions"][0]["index"] for r in responses}
     assert len(answers) == 1  # the same photo, the same answer from either stream
+
+
+def test_a_second_batch_waits_for_a_part_and_small_batches_run_whole(
+    resnet_artifact: None, home: Path
+) -> None:
+    """Beside a running batch, one queued image is not taken (a one-image call costs the
+    most CPU per image); two are, and run whole on one stream."""
+    model = _load(home, "onnxruntime", "fp32", 2)
+    assert isinstance(model.engine, Streams)
+    release, raw, held = threading.Event(), model.engine.engine.infer, [True]
+
+    def first_call_held(images: np.ndarray) -> np.ndarray:
+        if held:  # the real call, once released
+            held.clear()
+            release.wait(30)
+        return raw(images)
+
+    calls = _Calls(first_call_held)  # records each call's size as it starts
+    model.engine.engine.infer = calls  # type: ignore[method-assign]
+    image = np.zeros((224, 224, 3), dtype=np.uint8)
+
+    async def scenario() -> tuple[list[int], list[int], int]:
+        queue: WatchedQueue[Job] = WatchedQueue()
+        answered: list[str] = []
+
+        async def deliver(outcomes: list[tuple[Job, object]]) -> None:
+            answered.extend(job.job_id for job, _ in outcomes)
+
+        runner = BatchRunner(
+            model,
+            queue,
+            deliver,
+            max_batch=MAX_BATCH,
+            max_batch_wait_ms=1,
+            metrics=Metrics(),
+            streams=2,
+        )
+        task = asyncio.create_task(runner.run())
+
+        def put(i: int) -> None:
+            queue.put_nowait(
+                Job(
+                    "r",
+                    model.manifest.name,
+                    image,
+                    top_k=1,
+                    deadline=time.time() + 120,
+                    job_id=str(i),
+                )
+            )
+
+        put(0)
+        await asyncio.sleep(0.5)  # taken alone; its call is held
+        put(1)
+        await asyncio.sleep(0.5)
+        beside_one = list(calls.sizes), queue.qsize()
+        put(2)
+        for _ in range(100):  # the second batch: jobs 1 and 2, one call
+            if len(answered) == 2:
+                break
+            await asyncio.sleep(0.05)
+        beside_two = list(calls.sizes)
+        release.set()
+        for _ in range(100):
+            if len(answered) == 3:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+        assert sorted(answered) == ["0", "1", "2"]
+        return beside_one[0], beside_two, beside_one[1]
+
+    first, second, left_queued = asyncio.run(scenario())
+    assert first == [1]
+    assert left_queued == 1  # one image beside a running batch waits
+    assert second == [1, 2]  # two are taken, and run whole on one stream

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from resnet_serve.worker.engines.base import Engine
-from resnet_serve.worker.engines.streams import Streams, part_size
+from resnet_serve.worker.engines.streams import Streams
 
 if TYPE_CHECKING:
     from resnet_serve.shared.settings import Settings
@@ -57,25 +57,15 @@ def serves_without_artifact(engine: str) -> bool:
 
 
 def open_engine(
-    path: Path,
-    *,
-    backend: str,
-    precision: str,
-    device: str,
-    threads: int,
-    streams: int = 1,
-    max_batch: int = 1,
+    path: Path, *, backend: str, precision: str, device: str, threads: int, streams: int = 1
 ) -> Engine:
     """Open `path` with the engine that runs its backend, `threads` per call; with
-    `streams` over 1, behind `Streams` (worker/engines/streams.py), which cuts batches
-    of `max_batch` into one part per stream."""
+    `streams` over 1, behind `Streams` (worker/engines/streams.py)."""
     concurrent = {"streams": streams} if streams > 1 else {}
     for candidate in plugins().values():
         if candidate.backend == backend:
             engine = candidate.open(
                 path, precision=precision, device=device, threads=threads, **concurrent
             )
-            if streams == 1:
-                return engine
-            return Streams(engine, streams, part_size(max_batch, streams))
+            return Streams(engine, streams) if streams > 1 else engine
     raise ValueError(f"no engine for backend {backend!r}")

@@ -182,7 +182,6 @@ def load_model(settings: Settings) -> LoadedModel:
         device=choice.device,
         threads=threads,
         streams=streams,
-        max_batch=settings.max_batch,
     )
     max_batch, max_batch_s = warm_up(engine, manifest.input_size, settings.max_batch)
     model = LoadedModel(engine, manifest, entry, directory, manifest.labels, max_batch, max_batch_s)
