@@ -63,13 +63,14 @@ class Settings(BaseSettings, BulkJobSettings):
         0, ge=0, description="0: one per core this process may use (cgroup quota, affinity)"
     )
     inference_streams: int = Field(
-        1,
-        ge=1,
+        0,
+        ge=0,
         le=8,
         description="Streams of inference_threads / streams threads over one model "
         "(onnxruntime, openvino): each batch is split across them and under a backlog "
         "batches run side by side, so no stream waits for a core another thread took; "
-        "a batch of one image runs on one stream's threads",
+        "a batch of one image runs on one stream's threads. 0: 2 with OpenVINO on two "
+        "or more threads, else 1",
     )
     # INT8 (`export --precision int8`): calibration photos and the accuracy gate
     calibration_dir: Path | None = Field(
