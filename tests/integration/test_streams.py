@@ -20,7 +20,7 @@ from resnet_serve.shared.settings import Settings
 from resnet_serve.worker.batching import WatchedQueue
 from resnet_serve.worker.engines.streams import Streams
 from resnet_serve.worker.model.loading import LoadedModel, load_model
-from resnet_serve.worker.runner import BatchRunner
+from resnet_serve.worker.runner import BatchRunner, Deliver
 from tests.images import jpeg
 from tests.servers import run_server
 
@@ -63,6 +63,35 @@ def _load(home: Path, engine: str, precision: str, streams: int) -> LoadedModel:
     return load_model(settings)
 
 
+def _job(model: LoadedModel, image: np.ndarray, i: int) -> Job:
+    return Job(
+        "r",
+        model.manifest.name,
+        image,
+        top_k=5,
+        deadline=time.time() + 120,
+        job_id=str(i),
+        full_scores=True,
+    )
+
+
+def _runner(
+    model: LoadedModel,
+    queue: WatchedQueue[Job],
+    deliver: Deliver,
+    streams: int,
+) -> BatchRunner:
+    return BatchRunner(
+        model,
+        queue,
+        deliver,
+        max_batch=MAX_BATCH,
+        max_batch_wait_ms=1,
+        metrics=Metrics(),
+        streams=streams,
+    )
+
+
 def _run(model: LoadedModel, images: np.ndarray, streams: int) -> dict[int, np.ndarray]:
     """Every image through a BatchRunner with `streams`: its full scores, by index."""
 
@@ -79,27 +108,9 @@ def _run(model: LoadedModel, images: np.ndarray, streams: int) -> dict[int, np.n
             if len(scores) == len(images):
                 done.set()
 
-        runner = BatchRunner(
-            model,
-            queue,
-            deliver,
-            max_batch=MAX_BATCH,
-            max_batch_wait_ms=1,
-            metrics=Metrics(),
-            streams=streams,
-        )
+        runner = _runner(model, queue, deliver, streams)
         for i, image in enumerate(images):
-            queue.put_nowait(
-                Job(
-                    "r",
-                    model.manifest.name,
-                    image,
-                    top_k=5,
-                    deadline=time.time() + 120,
-                    job_id=str(i),
-                    full_scores=True,
-                )
-            )
+            queue.put_nowait(_job(model, image, i))
         task = asyncio.create_task(runner.run())
         await asyncio.wait_for(done.wait(), 60)
         task.cancel()
@@ -185,28 +196,11 @@ def test_a_second_batch_waits_for_a_part_and_small_batches_run_whole(
         async def deliver(outcomes: list[tuple[Job, object]]) -> None:
             answered.extend(job.job_id for job, _ in outcomes)
 
-        runner = BatchRunner(
-            model,
-            queue,
-            deliver,
-            max_batch=MAX_BATCH,
-            max_batch_wait_ms=1,
-            metrics=Metrics(),
-            streams=2,
-        )
+        runner = _runner(model, queue, deliver, 2)
         task = asyncio.create_task(runner.run())
 
         def put(i: int) -> None:
-            queue.put_nowait(
-                Job(
-                    "r",
-                    model.manifest.name,
-                    image,
-                    top_k=1,
-                    deadline=time.time() + 120,
-                    job_id=str(i),
-                )
-            )
+            queue.put_nowait(_job(model, image, i))
 
         put(0)
         await asyncio.sleep(0.5)  # taken alone; its call is held
