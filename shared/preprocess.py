@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from resnet_serve.shared.errors import CorruptImage, EmptyBody, NotAnImage, TooManyPixels
 
@@ -86,31 +86,36 @@ def preprocess(data: bytes, config: PreprocessConfig) -> np.ndarray:
     return finish(open_image(data, config), config)
 
 
-def open_image(data: bytes, config: PreprocessConfig) -> Image.Image:
+def open_image(data: bytes, config: PreprocessConfig) -> ImageFile.ImageFile:
     """The image with only its header read (and a JPEG's draft scale chosen): its size
     and mode tell what decoding it will cost before a pixel is decoded."""
     if not data:
         raise EmptyBody("the image is empty")
     image = _open(data, config.max_pixels)
+    # Pillow feeds its decoder 64 KiB at a time and takes the GIL back between blocks: a
+    # camera JPEG then waits ~15 times for the event loop and the other decode threads.
+    # The bytes are in memory already: one block, one decoder call, one GIL release.
+    image.decodermaxblock = max(len(data), image.decodermaxblock)
     if config.jpeg_draft and image.format in ("JPEG", "MPO"):  # MPO: multi-picture JPEG
         _draft(image, config.resize_size)
     return image
 
 
-def working_set_bytes(image: Image.Image) -> int:
+def working_set_bytes(image: ImageFile.ImageFile) -> int:
     """Peak bytes `finish` holds for this image: the decoded pixels and every copy the
     mode conversion, EXIF rotation and compositing make (measured per mode with
-    Pillow 13: 40 MP RGBA peaks near 21 bytes a pixel)."""
+    Pillow 13: 40 MP RGBA peaks near 21 bytes a pixel), and the block of encoded bytes
+    the decoder reads (the whole file: `open_image`)."""
     width, height = image.size
     per_pixel = _PEAK_BYTES_PER_PIXEL.get(image.mode, _DEFAULT_PEAK_BYTES_PER_PIXEL)
     if image.mode == "P" and "transparency" in image.info:
         per_pixel = _PEAK_BYTES_PER_PIXEL["RGBA"]
     if _rotated(image):
         per_pixel += 4  # exif_transpose makes one more full copy
-    return width * height * per_pixel + _FIXED_BYTES
+    return width * height * per_pixel + image.decodermaxblock + _FIXED_BYTES
 
 
-def _rotated(image: Image.Image) -> bool:
+def _rotated(image: ImageFile.ImageFile) -> bool:
     """Whether EXIF asks for a rotation, from what the header already told: Pillow's
     `getexif` on a PNG decodes every pixel looking for a late eXIf chunk."""
     if image.format not in ("JPEG", "MPO", "TIFF", "WEBP") and "exif" not in image.info:
@@ -131,7 +136,7 @@ def finish(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
             raise CorruptImage(f"the image could not be decoded: {exc}") from exc
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
+def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
     try:
         image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

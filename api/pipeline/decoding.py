@@ -9,7 +9,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from resnet_serve.api.limits import malloc
 from resnet_serve.api.limits.budget import ByteBudget
@@ -67,7 +67,7 @@ class DecodePool:
         finally:
             self._pending -= 1
 
-    def _admit(self, image: Image.Image) -> int:
+    def _admit(self, image: ImageFile.ImageFile) -> int:
         cost = working_set_bytes(image)
         if not self.budget.fits(cost):
             width, height = image.size

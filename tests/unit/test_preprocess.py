@@ -322,6 +322,39 @@ def test_jpeg_draft_skips_images_it_would_shrink_below_the_resize(size: tuple[in
     assert (preprocess(data, DRAFT) == preprocess(data, FULL)).all()
 
 
+class CountingDecoder:
+    """A Pillow decoder that counts its `decode` calls (each is one GIL release)."""
+
+    calls = 0
+
+    def __init__(self, decoder: object) -> None:
+        self._decoder = decoder
+
+    def decode(self, buffer: bytes) -> tuple[int, int]:
+        CountingDecoder.calls += 1
+        result: tuple[int, int] = self._decoder.decode(buffer)  # type: ignore[attr-defined]
+        return result
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._decoder, name)
+
+
+@pytest.mark.parametrize("config", [FULL, DRAFT], ids=["full", "draft"])
+def test_a_camera_jpeg_is_decoded_in_one_call(
+    monkeypatch: pytest.MonkeyPatch, config: PreprocessConfig
+) -> None:
+    """Pillow takes the GIL back between decoder calls, and feeds 64 KiB a call by
+    default: a 1 MB upload would wait ~15 times for the event loop and the other decode
+    threads. The bytes are in memory, so the decoder gets them all at once."""
+    data = encode(photo("coffee").resize((3000, 2000)), "JPEG", quality=95)
+    assert len(data) > 15 * ImageFile.MAXBLOCK  # 16 calls at Pillow's default
+    get_decoder = Image._getdecoder
+    monkeypatch.setattr(Image, "_getdecoder", lambda *args: CountingDecoder(get_decoder(*args)))
+    CountingDecoder.calls = 0
+    assert_crop(preprocess(data, config))
+    assert CountingDecoder.calls == 1
+
+
 # ---------------------------------------------------------------------------------------
 # Hostile bytes
 
