@@ -48,9 +48,15 @@ def gateway_of(request: Request) -> Gateway:
     return gateway
 
 
-def _classifier(request: Request) -> Classifier:
+# The dependencies are `async def`: FastAPI runs a plain `def` one in its thread pool, a
+# round trip through another thread on every request.
+async def _gateway(request: Request) -> Gateway:
+    return gateway_of(request)
+
+
+async def _classifier(request: Request) -> Classifier:
     return gateway_of(request).classifier
 
 
-GatewayDep = Annotated[Gateway, Depends(gateway_of)]
+GatewayDep = Annotated[Gateway, Depends(_gateway)]
 ClassifierDep = Annotated[Classifier, Depends(_classifier)]
