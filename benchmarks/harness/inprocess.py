@@ -174,8 +174,8 @@ class InProcessBench:
         log(f"  {key}: decode+crop alone {rate.per_s:.1f} img/s")
 
     def ceiling(self, image_set: ImageSet) -> None:
-        """One ceiling measurement; taken right before and right after the set's service
-        runs, so slow drift of this shared machine shows up as a difference."""
+        """One ceiling measurement; taken right before and right after the set's
+        highest-concurrency service run, the one it is compared with."""
         key = image_set.key
         runs = self.results.ceiling_runs.setdefault(key, [])
         with self.meter.phase(self.results.foreign_cores, f"ceiling/{key}/{len(runs)}"):

@@ -101,7 +101,7 @@ def _inprocess_table(report: Report) -> list[str]:
         runs = " / ".join(f"{x:.1f}" for x in ip.ceiling_runs.get(key, []))
         label = (
             f"**ceiling: decode pool + engine pipelined, {info['title']}** "
-            f"(mean of before / after its service runs: {runs})"
+            f"(mean of right before / after its c=32 run: {runs})"
         )
         rows.append((label, ip.ceiling[key], noise(f"ceiling/{key}/")))
     lines = [
