@@ -4,6 +4,11 @@ glibc serves large blocks (decoded images: tens of MB) with mmap and returns the
 free, but its mmap threshold grows with every such free (up to 32 MB on 64-bit), after
 which the same blocks come from the heap arenas and stay resident after a burst. Fixing
 the threshold and trimming after large frees keeps RSS near its idle level.
+
+The threshold is 4 MiB, above a photo's draft decode (a 3000x2000 JPEG decodes to
+750x500, 1.5 MB in Pillow's 4 bytes a pixel): at 1 MiB every such image took fresh
+pages from the kernel and gave them back (page faults, zeroing, munmap), which cost
+7-8% of the throughput on camera-sized uploads (interleaved trials, 2026-12-07).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-MMAP_THRESHOLD_BYTES = 1024 * 1024
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 TRIM_THRESHOLD_BYTES = 4 * 1024 * 1024
 ARENA_MAX = 2
 
