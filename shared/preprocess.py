@@ -93,7 +93,7 @@ def open_image(data: bytes, config: PreprocessConfig) -> ImageFile.ImageFile:
         raise EmptyBody("the image is empty")
     image = _open(data, config.max_pixels)
     # Pillow feeds its decoder 64 KiB at a time and takes the GIL back between blocks: a
-    # camera JPEG then waits ~15 times for the event loop and the other decode threads.
+    # 1 MB camera JPEG then waits 16 times for the event loop and the other decode threads.
     # The bytes are in memory already: one block, one decoder call, one GIL release.
     image.decodermaxblock = max(len(data), image.decodermaxblock)
     if config.jpeg_draft and image.format in ("JPEG", "MPO"):  # MPO: multi-picture JPEG
